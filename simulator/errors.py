@@ -1,0 +1,36 @@
+"""Errors shared by every world.
+
+``InputError`` carries the one line a user sees for bad input (field, value, what is
+allowed); the CLI prints it and exits with status 2.  The other exceptions are what a port
+operation raises when the component behind it is down, so the shared flow can react to
+them the same way in the SimPy world and against real services.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input: one line naming the field, the value and what is allowed."""
+
+    def __init__(self, field: str, value: object, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field}: got {value!r}; allowed: {allowed}")
+
+
+class ServiceDown(RuntimeError):
+    """The component behind a port is not reachable (crashed, restarting, cut off)."""
+
+    def __init__(self, component: str, detail: str = ""):
+        self.component = component
+        super().__init__(f"{component} is down" + (f" ({detail})" if detail else ""))
+
+
+class ChannelClosed(ServiceDown):
+    """An AMQP channel or connection closed under the caller (broker restart, consumer crash)."""
+
+
+class Crashed(BaseException):
+    """Thrown into a process to stop it dead, like ``kill -9``.
+
+    A ``BaseException`` so that ``except Exception`` in a flow step does not swallow it.
+    """

@@ -34,3 +34,11 @@ class Crashed(BaseException):
 
     A ``BaseException`` so that ``except Exception`` in a flow step does not swallow it.
     """
+
+
+class UsageError(InputError):
+    """A command line that does not parse (unknown option, missing scenario)."""
+
+    def __init__(self, message: str):
+        self.field, self.value, self.allowed = "command line", None, message
+        ValueError.__init__(self, message)

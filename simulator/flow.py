@@ -1,0 +1,237 @@
+"""The flash-sale flow, written once for every world.
+
+Each step is a generator that ``yield``s port operations (see ``simulator.ports``) and
+records what happened in the history.  The SimPy world runs these generators as SimPy
+processes; the real world runs them with ``simulator.ports.drive``.  Nothing in this module
+knows which world it is in.
+
+Steps, in the order a submission meets them::
+
+    accept (API) -> publish -> deliver (consumer) -> schema gate -> dedupe -> take stock
+                 -> ledger (+ processed id, one transaction) -> send voucher -> ack
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from simulator.config import DB_STRATEGIES, REDIS_STRATEGIES
+from simulator.errors import ServiceDown
+from simulator.messages import Delivery, Message, payload_error
+from simulator.ports import Ports, Step
+
+EXCHANGE = "gift"
+QUEUE = "gift.submissions"
+DEAD_LETTER_EXCHANGE = "gift.dlx"
+DEAD_LETTER_QUEUE = "gift.dead"
+ROUTING_KEY = "survey.submitted"
+STOCK_KEY = "stock:gift"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The design decisions a lesson switches; see ``FlashSaleConfig`` for their meaning."""
+
+    mode: str = "async"
+    stock_strategy: str = "redis-lua"
+    dedupe: str = "db"
+    ack: str = "manual"
+    confirms: bool = True
+    mandatory: bool = True
+    outbox: bool = False
+    publish_retries: int = 3
+    retry_backoff_s: float = 0.5
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Policy":
+        return cls(mode=cfg.mode, stock_strategy=cfg.stock_strategy, dedupe=cfg.dedupe,
+                   ack=cfg.ack, confirms=cfg.confirms, mandatory=cfg.mandatory,
+                   outbox=cfg.outbox, publish_retries=cfg.publish_retries)
+
+
+def _order(msg: Message) -> dict[str, Any]:
+    body = msg.body if isinstance(msg.body, dict) else {}
+    return {"key": msg.key, "seq": body["seq"]} if "seq" in body else {}
+
+
+# --------------------------------------------------------------------------- producer side
+
+def publish(ports: Ports, policy: Policy, msg: Message, process: str,
+            exchange: str = EXCHANGE) -> Step:
+    """Publish with the policy's confirms/mandatory; retry unconfirmed publishes.
+
+    Returns True once the broker took responsibility (or, with confirms off, once the
+    publish call returned - which promises nothing).  A retry after a lost confirm is how a
+    safe producer turns loss into a possible duplicate.
+    """
+    rec = ports.history.record
+    for attempt in range(policy.publish_retries + 1):
+        rec("invoke", "enqueue", process, _order(msg) or None, msg_id=msg.message_id,
+            corr_id=msg.correlation_id)
+        try:
+            answer = yield ports.broker.publish(exchange, msg.routing_key, msg,
+                                                mandatory=policy.mandatory, confirm=policy.confirms)
+        except ServiceDown as exc:
+            rec("info", "enqueue", process, {"error": str(exc)}, msg_id=msg.message_id,
+                corr_id=msg.correlation_id)
+            if attempt < policy.publish_retries:
+                yield ports.clock.sleep(policy.retry_backoff_s * (attempt + 1))
+            continue
+        if answer in ("ack", "sent"):
+            rec("ok", "enqueue", process, _order(msg) or None, msg_id=msg.message_id,
+                corr_id=msg.correlation_id)
+            return True
+        rec("fail", "enqueue", process, {"answer": answer}, msg_id=msg.message_id,
+            corr_id=msg.correlation_id)
+        return False  # returned (unroutable) or nacked (queue full): retrying will not help
+    return False
+
+
+def accept(ports: Ports, policy: Policy, msg: Message, process: str) -> Step:
+    """The API's handling of one submission; returns the HTTP status it answers with.
+
+    async: save (outbox) or publish, then 200 at once.  sync: the whole grant inside the
+    request, the seed's "before" picture.
+    """
+    user = msg.key
+    if policy.mode == "sync":
+        if payload_error(msg.body) is not None:
+            return 400
+        outcome = yield from grant_voucher(ports, policy, msg, process)
+        return 200 if outcome in ("granted", "sold_out", "duplicate") else 503
+    if policy.outbox:
+        rec = ports.history.record
+        rec("invoke", "save", process, {"user": user}, msg_id=msg.message_id,
+            corr_id=msg.correlation_id)
+        try:
+            tx = yield ports.db.begin()
+            yield tx.insert_submission(msg.message_id, user)
+            yield tx.insert_outbox(msg.message_id, msg)
+            yield tx.commit()
+        except ServiceDown:
+            rec("fail", "save", process, None, msg_id=msg.message_id, corr_id=msg.correlation_id)
+            return 503
+        rec("ok", "save", process, None, msg_id=msg.message_id, corr_id=msg.correlation_id)
+        return 200
+    ok = yield from publish(ports, policy, msg, process)
+    return 200 if ok else 503
+
+
+# --------------------------------------------------------------------------- consumer side
+
+def take_stock(ports: Ports, policy: Policy, tx: Any = None) -> Step:
+    """Take one voucher from stock with the policy's strategy; the new level, or None if none."""
+    strategy = policy.stock_strategy
+    if strategy == "redis-lua":
+        left = yield ports.redis.check_and_decr(STOCK_KEY)
+        return left if left >= 0 else None
+    if strategy == "redis-decr":
+        left = yield ports.redis.decr(STOCK_KEY)
+        return left if left >= 0 else None  # DECR below zero is a refusal, not a grant
+    if strategy == "redis-get-set":
+        # the race the lesson shows: another consumer can run between GET and SET
+        current = yield ports.redis.get(STOCK_KEY)
+        if current is None or int(current) <= 0:
+            return None
+        yield ports.redis.set(STOCK_KEY, int(current) - 1)
+        return int(current) - 1
+    if strategy == "db-update":
+        return (yield tx.decrement_stock())  # UPDATE ... WHERE stock > 0 under the row lock
+    if strategy == "db-read-then-write":
+        current = yield tx.read_stock()
+        if current <= 0:
+            return None
+        yield tx.write_stock(current - 1)
+        return current - 1
+    raise ValueError(f"stock_strategy: unknown {strategy!r}")
+
+
+def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> Step:
+    """Dedupe, take stock, commit the ledger row, send the voucher.
+
+    Returns ``granted``, ``sold_out`` or ``duplicate``.  Raises ``ServiceDown`` when a store
+    is down; the caller then leaves the message unacked so it comes back.
+    """
+    rec = ports.history.record
+    mid, corr, user = msg.message_id, msg.correlation_id, msg.key
+    if policy.dedupe == "redis" and not (yield ports.redis.set_nx(f"seen:{mid}", 1)):
+        return "duplicate"
+    redis_left = None
+    if policy.stock_strategy in REDIS_STRATEGIES:
+        redis_left = yield from take_stock(ports, policy)
+        if redis_left is None:
+            return "sold_out"
+        rec("ok", "stock", process, {"left": redis_left}, msg_id=mid, corr_id=corr)
+    tx = yield ports.db.begin()
+    try:
+        if policy.dedupe == "db" and not (yield tx.insert_processed(mid)):
+            yield tx.rollback()
+            if redis_left is not None:
+                yield from compensate(ports, msg, process)
+            return "duplicate"
+        if policy.stock_strategy in DB_STRATEGIES:
+            left = yield from take_stock(ports, policy, tx)
+            if left is None:
+                yield tx.rollback()
+                return "sold_out"
+            rec("ok", "stock", process, {"left": left}, msg_id=mid, corr_id=corr)
+        yield tx.insert_ledger(mid, user)
+        yield tx.commit()
+    except ServiceDown:
+        if redis_left is not None:
+            yield from compensate(ports, msg, process)
+        raise
+    rec("ok", "grant", process, {"user": user}, msg_id=mid, corr_id=corr)
+    sent = yield ports.gateway.send(user, mid)
+    rec("ok" if sent else "fail", "send", process, None, msg_id=mid, corr_id=corr)
+    return "granted"
+
+
+def compensate(ports: Ports, msg: Message, process: str) -> Step:
+    """Give a Redis decrement back when the DB step did not happen (a compensating action)."""
+    try:
+        yield ports.redis.incr(STOCK_KEY)
+    except ServiceDown:
+        return False
+    ports.history.record("ok", "compensate", process, None, msg_id=msg.message_id,
+                         corr_id=msg.correlation_id)
+    return True
+
+
+def handle_delivery(ports: Ports, policy: Policy, delivery: Delivery, process: str) -> Step:
+    """A consumer's handling of one delivery, ack included; returns the outcome."""
+    rec = ports.history.record
+    msg = delivery.message
+    mid, corr = msg.message_id, msg.correlation_id
+    rec("ok", "deliver", process, {"redelivered": delivery.redelivered, "ack": policy.ack},
+        msg_id=mid, corr_id=corr)
+    problem = payload_error(msg.body)
+    if problem is not None:
+        # the schema gate: an invalid payload never reaches the business handler
+        if policy.ack == "manual":
+            yield ports.broker.reject(delivery, requeue=False)
+        rec("ok", "dequeue", process, {"outcome": "invalid", "error": problem},
+            msg_id=mid, corr_id=corr)
+        return "invalid"
+    outcome = yield from grant_voucher(ports, policy, msg, process)
+    if policy.ack == "manual":
+        acked = yield ports.broker.ack(delivery)
+        rec("ok" if acked else "fail", "ack", process, None, msg_id=mid, corr_id=corr)
+    rec("ok", "dequeue", process, {"outcome": outcome, **_order(msg)}, msg_id=mid, corr_id=corr)
+    return outcome
+
+
+def relay_once(ports: Ports, policy: Policy, batch: list[tuple[str, Message]],
+               process: str = "relay") -> Step:
+    """The outbox relay: publish each saved row, then mark it published.
+
+    A crash between the publish and the mark makes the next pass publish it again: the
+    relay is at-least-once, and the consumer's dedupe absorbs the copy.
+    """
+    published = 0
+    for msg_id, msg in batch:
+        if (yield from publish(ports, policy, msg, process)):
+            yield ports.db.mark_published(msg_id)
+            published += 1
+    return published

@@ -1,0 +1,44 @@
+"""The scenarios ``mqlab`` knows: name -> config model, runner, plot, one-line description.
+
+Imports are lazy so that ``mqlab scenarios`` and ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    module: str
+    config: str
+    runner: str
+    plot: str | None = None
+
+    def load(self, attr: str) -> Any:
+        module_name, _, name = attr.rpartition(":")
+        return getattr(importlib.import_module(module_name or self.module), name)
+
+    @property
+    def config_model(self) -> Any:
+        return self.load(self.config)
+
+    @property
+    def run(self) -> Callable[[Any], Any]:
+        return self.load(self.runner)
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("flash-sale", "the gift event end to end: API, queue, consumers, Redis stock, ledger, "
+             "vouchers; checked for loss, duplicates and oversell",
+             "simulator.scenarios.flash_sale", "simulator.config:FlashSaleConfig",
+             "simulator.scenarios.flash_sale:run_flash_sale", "simulator.plots:plot_flash_sale"),
+    Scenario("mmc", "a plain M/M/c queue in MQ Lab's engine, beside Erlang C's prediction "
+             "(the engine's validation)",
+             "simulator.scenarios.mmc", "simulator.scenarios.mmc:MMcConfig",
+             "simulator.scenarios.mmc:run_mmc"),
+]}

@@ -25,7 +25,8 @@ class Fault(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     target: str = Field(description="broker, redis, db, relay, producer, consumer-N or server-N")
-    at: float = Field(ge=0, allow_inf_nan=False)
+    at: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="simulated seconds")
+    point: str | None = Field(default=None, description="or: die on reaching this crash point")
     restart_after: float | None = Field(default=1.0, ge=0, allow_inf_nan=False)
 
     @field_validator("target")
@@ -34,6 +35,21 @@ class Fault(BaseModel):
         if not _TARGET.match(v):
             raise ValueError("must be broker, redis, db, relay, producer, consumer-N or server-N")
         return v
+
+    @field_validator("point")
+    @classmethod
+    def _known_point(cls, v: str | None) -> str | None:
+        from simulator.flow import CRASH_POINTS
+
+        if v is not None and v not in CRASH_POINTS:
+            raise ValueError("must be one of " + ", ".join(CRASH_POINTS))
+        return v
+
+    @model_validator(mode="after")
+    def _when(self) -> "Fault":
+        if (self.at is None) == (self.point is None):
+            raise ValueError("a fault needs exactly one of 'at' (a time) or 'point' (a crash point)")
+        return self
 
 
 class StrictModel(BaseModel):
@@ -79,7 +95,8 @@ class FlashSaleConfig(StrictModel):
     # --- stores and gateway
     stock_strategy: StockStrategy = "redis-lua"
     dedupe: Literal["off", "redis", "db"] = "db"
-    outbox: bool = False
+    write_pattern: Literal["publish", "db-then-publish", "publish-then-db", "outbox"] = "publish"
+    reconcile: bool = Field(default=False, description="a batch re-sends saved rows never processed")
     redis_persistence: Literal["none", "rdb", "aof-everysec", "aof-always"] = "aof-everysec"
     reseed: Literal["ledger", "full"] = "ledger"
     db_pool: int = Field(default=10, ge=1, le=10_000)

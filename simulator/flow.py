@@ -28,6 +28,16 @@ DEAD_LETTER_QUEUE = "gift.dead"
 ROUTING_KEY = "survey.submitted"
 STOCK_KEY = "stock:gift"
 
+# Named places where a process can die mid-flow (the crash-point explorer of the outbox lesson).
+CRASH_POINTS = (
+    "api:after-save",         # db-then-publish: the row is committed, the event not yet sent
+    "api:after-publish",      # publish-then-db: the event is out, the row not yet committed
+    "consumer:after-stock",   # a voucher was taken from stock, the ledger not yet written
+    "consumer:after-commit",  # the ledger row is committed, the ack not yet sent
+    "relay:after-publish",    # the relay published an outbox row but did not mark it
+)
+WRITE_PATTERNS = ("publish", "db-then-publish", "publish-then-db", "outbox")
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -39,7 +49,7 @@ class Policy:
     ack: str = "manual"
     confirms: bool = True
     mandatory: bool = True
-    outbox: bool = False
+    write_pattern: str = "publish"
     publish_retries: int = 3
     retry_backoff_s: float = 0.5
 
@@ -47,7 +57,13 @@ class Policy:
     def from_config(cls, cfg: Any) -> "Policy":
         return cls(mode=cfg.mode, stock_strategy=cfg.stock_strategy, dedupe=cfg.dedupe,
                    ack=cfg.ack, confirms=cfg.confirms, mandatory=cfg.mandatory,
-                   outbox=cfg.outbox, publish_retries=cfg.publish_retries)
+                   write_pattern=cfg.write_pattern, publish_retries=cfg.publish_retries)
+
+
+def checkpoint(ports: Ports, point: str, process: str) -> Step:
+    """A named crash point: the world's fault hook may kill ``process`` here."""
+    if ports.faults is not None:
+        yield ports.faults.point(point, process)
 
 
 def _order(msg: Message) -> dict[str, Any]:
@@ -100,22 +116,43 @@ def accept(ports: Ports, policy: Policy, msg: Message, process: str) -> Step:
             return 400
         outcome = yield from grant_voucher(ports, policy, msg, process)
         return 200 if outcome in ("granted", "sold_out", "duplicate") else 503
-    if policy.outbox:
-        rec = ports.history.record
-        rec("invoke", "save", process, {"user": user}, msg_id=msg.message_id,
-            corr_id=msg.correlation_id)
-        try:
-            tx = yield ports.db.begin()
-            yield tx.insert_submission(msg.message_id, user)
-            yield tx.insert_outbox(msg.message_id, msg)
-            yield tx.commit()
-        except ServiceDown:
-            rec("fail", "save", process, None, msg_id=msg.message_id, corr_id=msg.correlation_id)
+    pattern = policy.write_pattern
+    if pattern == "outbox":
+        # the row and its event in ONE transaction; the relay publishes later
+        saved = yield from save(ports, msg, process, with_outbox=True)
+        return 200 if saved else 503
+    if pattern == "db-then-publish":
+        if not (yield from save(ports, msg, process)):
             return 503
-        rec("ok", "save", process, None, msg_id=msg.message_id, corr_id=msg.correlation_id)
-        return 200
+        yield from checkpoint(ports, "api:after-save", process)
+        ok = yield from publish(ports, policy, msg, process)
+        return 200 if ok else 503
+    if pattern == "publish-then-db":
+        if not (yield from publish(ports, policy, msg, process)):
+            return 503
+        yield from checkpoint(ports, "api:after-publish", process)
+        saved = yield from save(ports, msg, process)
+        return 200 if saved else 503
     ok = yield from publish(ports, policy, msg, process)
     return 200 if ok else 503
+
+
+def save(ports: Ports, msg: Message, process: str, *, with_outbox: bool = False) -> Step:
+    """Commit the submission row (and, for the outbox pattern, its event row with it)."""
+    rec = ports.history.record
+    mid, corr = msg.message_id, msg.correlation_id
+    rec("invoke", "save", process, {"user": msg.key}, msg_id=mid, corr_id=corr)
+    try:
+        tx = yield ports.db.begin()
+        yield tx.insert_submission(mid, msg.key)
+        if with_outbox:
+            yield tx.insert_outbox(mid, msg)
+        yield tx.commit()
+    except ServiceDown:
+        rec("fail", "save", process, None, msg_id=mid, corr_id=corr)
+        return False
+    rec("ok", "save", process, None, msg_id=mid, corr_id=corr)
+    return True
 
 
 # --------------------------------------------------------------------------- consumer side
@@ -163,6 +200,7 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
         if redis_left is None:
             return "sold_out"
         rec("ok", "stock", process, {"left": redis_left}, msg_id=mid, corr_id=corr)
+        yield from checkpoint(ports, "consumer:after-stock", process)
     tx = yield ports.db.begin()
     try:
         if policy.dedupe == "db" and not (yield tx.insert_processed(mid)):
@@ -215,6 +253,7 @@ def handle_delivery(ports: Ports, policy: Policy, delivery: Delivery, process: s
             msg_id=mid, corr_id=corr)
         return "invalid"
     outcome = yield from grant_voucher(ports, policy, msg, process)
+    yield from checkpoint(ports, "consumer:after-commit", process)
     if policy.ack == "manual":
         acked = yield ports.broker.ack(delivery)
         rec("ok" if acked else "fail", "ack", process, None, msg_id=mid, corr_id=corr)
@@ -232,6 +271,7 @@ def relay_once(ports: Ports, policy: Policy, batch: list[tuple[str, Message]],
     published = 0
     for msg_id, msg in batch:
         if (yield from publish(ports, policy, msg, process)):
+            yield from checkpoint(ports, "relay:after-publish", process)
             yield ports.db.mark_published(msg_id)
             published += 1
     return published

@@ -23,7 +23,9 @@ Port methods (names follow AMQP's and Redis's words):
              stock = stock - 1 WHERE stock > 0``: the new value, None when sold out), read_stock(),
              write_stock(n), commit(), rollback()
 ``gateway``  send(user, voucher_id) -> bool
-``clock``    now() -> float (seconds)
+``clock``    now() -> float (seconds), sleep(seconds)
+``faults``   point(name, process): a named crash point; the world may kill ``process`` there
+             (``None`` when no fault is planned at any point)
 ``history``  record(...) (see ``simulator.history``)
 
 Every port operation may raise ``simulator.errors.ServiceDown`` when its component is down.
@@ -76,3 +78,4 @@ class Ports:
     gateway: Any
     clock: Clock
     history: Any
+    faults: Any = None

@@ -68,6 +68,8 @@ class Consumer:
     def crash(self, restart_after: float | None) -> None:
         if not self.up or not self.process.is_alive:
             return
+        if self.process is self.env.active_process:
+            return  # a crash point: the consumer's own wait fails with the interrupt instead
         if self.process.target is not None:
             self.process.target.defused = True  # nobody will wait for what it was waiting on
         self.process.interrupt(restart_after)

@@ -15,7 +15,7 @@ import simpy
 from simulator.checker import Checker
 from simulator.config import FlashSaleConfig
 from simulator.flow import (DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, EXCHANGE, QUEUE, ROUTING_KEY,
-                            STOCK_KEY, Policy, accept, relay_once)
+                            STOCK_KEY, Policy, accept, publish, relay_once)
 from simulator.history import History
 from simulator.messages import Message, submission_body
 from simulator.ports import Ports
@@ -23,6 +23,7 @@ from simulator.rng import Streams
 from simulator.sim.adapters import BrokerPort, DbSession, SimClock
 from simulator.sim.broker import Broker
 from simulator.sim.consumers import Consumer
+from simulator.sim.crashpoints import CrashPoints
 from simulator.sim.database import Database
 from simulator.sim.gateway import VoucherGateway
 from simulator.sim.loadgen import arrival_times
@@ -76,15 +77,22 @@ class World:
                                   cpu_time=lambda: float(cpu_rng.exponential(mean_cpu)))
                         for i in range(cfg.servers)]
         self.balancer = LoadBalancer(self.servers, cfg.balancer)
+        point_faults = [f for f in cfg.faults if f.point is not None]
+        self.crash_points = CrashPoints(self, point_faults) if point_faults else None
         self.api_ports = self.make_ports("api")
         self.consumers = [Consumer(self, f"consumer-{i + 1}", self.make_ports(f"consumer-{i + 1}"))
                           for i in range(cfg.consumers)] if cfg.mode == "async" else []
-        self.relay = env.process(self._relay()) if cfg.outbox else None
-        self.relay_ports = self.make_ports("relay") if cfg.outbox else None
+        outbox = cfg.write_pattern == "outbox"
+        self.relay_ports = self.make_ports("relay") if outbox else None
+        self.relay = env.process(self._relay()) if outbox else None
+        if cfg.reconcile:
+            self.reconciler_ports = self.make_ports("reconciler")
+            env.process(self._reconcile())
         self.arrivals_done = False
         env.process(self._arrivals())
         for fault in cfg.faults:
-            env.process(self._fault(fault))
+            if fault.at is not None:
+                env.process(self._fault(fault))
         self.series = TimeSeries(env, sample_interval)
         self.series.track("queue_depth", lambda: self.broker.depth(QUEUE) if self.broker.up else 0)
         self.series.track("unacked", lambda: self.broker.unacked(QUEUE) if self.broker.up else 0)
@@ -100,7 +108,7 @@ class World:
         cfg = self.config
         broker = BrokerPort(self.env, self.broker, ack_loss=cfg.ack_loss, rng=self.rng(f"{name}.ack"))
         return Ports(broker=broker, redis=self.redis, db=DbSession(self.db), gateway=self.gateway,
-                     clock=SimClock(self.env), history=self.history)
+                     clock=SimClock(self.env), history=self.history, faults=self.crash_points)
 
     def _declare_topology(self) -> None:
         cfg = self.config
@@ -180,15 +188,33 @@ class World:
         self.clients_done += 1
 
     def _relay(self):
-        while not self.finished:
-            batch = self.db.outbox_unpublished(100) if self.db.up else []
-            if batch:
-                try:
+        try:
+            while not self.finished:
+                batch = self.db.outbox_unpublished(100) if self.db.up else []
+                if batch:
                     yield from relay_once(self.relay_ports, self.policy, batch)
-                except simpy.Interrupt:
-                    return
-            else:
-                yield self.env.timeout(0.05)
+                else:
+                    yield self.env.timeout(0.05)
+        except simpy.Interrupt:
+            return  # killed; a restart starts a fresh relay that re-reads the outbox
+
+    RECONCILE_EVERY = 2.0  # seconds between reconciliation passes
+    RECONCILE_GRACE = 2.0  # a saved row younger than this may still be on its way
+
+    def _reconcile(self):
+        """The double-check batch: re-send what was saved but never processed, and record
+        (backfill) what was processed but never saved."""
+        ports = self.reconciler_ports
+        while not self.finished:
+            yield self.env.timeout(self.RECONCILE_EVERY)
+            if not (self.db.up and self.broker.up):
+                continue
+            for msg in self.db.saved_unprocessed(older_than=self.env.now - self.RECONCILE_GRACE):
+                yield from publish(ports, self.policy, msg, "reconciler")
+            for msg_id, corr_id, user in self.db.processed_unsaved():
+                self.db.backfill_submission(msg_id, user)
+                self.history.record("ok", "save", "reconciler", {"backfill": True},
+                                    msg_id=msg_id, corr_id=corr_id)
 
     def _fault(self, fault: Any):
         yield self.env.timeout(fault.at)
@@ -206,7 +232,7 @@ class World:
         if target in ("producer", ) or target.startswith("server-"):
             index = 0 if target == "producer" else int(target.split("-")[1]) - 1
             if 0 <= index < len(self.servers):
-                self.servers[index].crash()
+                self.servers[index].crash(spare=self.env.active_process)
                 self.history.record("info", "crash", self.servers[index].name, component="server")
             return
         if target == "relay":
@@ -220,6 +246,8 @@ class World:
     def _crash_relay(self) -> None:
         if self.relay is not None and self.relay.is_alive:
             self.history.record("info", "crash", "relay", component="relay")
+            if self.relay is self.env.active_process:
+                return  # a crash point: the relay's own wait fails instead
             if self.relay.target is not None:
                 self.relay.target.defused = True
             self.relay.interrupt()
@@ -256,7 +284,7 @@ class World:
             return False
         if self.broker.depth(QUEUE) or self.broker.unacked(QUEUE):
             return False
-        if self.config.outbox and self.db.outbox_unpublished(1):
+        if self.config.write_pattern == "outbox" and self.db.outbox_unpublished(1):
             return False
         return True
 

@@ -118,7 +118,7 @@ def test_invalid_payloads_never_reach_the_handler():
 
 
 def test_outbox_run_is_valid_with_no_ghosts_or_orphans():
-    result = run_flash_sale(FlashSaleConfig(seed=7, outbox=True, **SMALL))
+    result = run_flash_sale(FlashSaleConfig(seed=7, write_pattern="outbox", **SMALL))
     counts = result.checker.counts
     assert result.checker.valid, result.checker.to_dict()
     assert counts["ghost"] == 0 and counts["orphan"] == 0

@@ -83,7 +83,7 @@ class FlashSaleConfig(StrictModel):
     confirms: bool = True
     mandatory: bool = True
     publish_retries: int = Field(default=3, ge=0, le=100)
-    fsync_interval_s: float = Field(default=0.2, gt=0, allow_inf_nan=False)
+    fsync_interval_s: float = Field(default=0.02, gt=0, allow_inf_nan=False)
     # --- consumers
     consumers: int = Field(default=4, ge=1, le=10_000,
                            description="at least 1: with 0 consumers the queue only grows")

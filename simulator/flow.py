@@ -114,8 +114,14 @@ def accept(ports: Ports, policy: Policy, msg: Message, process: str) -> Step:
     if policy.mode == "sync":
         if payload_error(msg.body) is not None:
             return 400
-        outcome = yield from grant_voucher(ports, policy, msg, process)
-        return 200 if outcome in ("granted", "sold_out", "duplicate") else 503
+        try:
+            outcome = yield from grant_voucher(ports, policy, msg, process)
+        except ServiceDown:
+            return 503
+        # the request itself was the unit of work: record it as handled, as a consumer would
+        ports.history.record("ok", "dequeue", process, {"outcome": outcome, **_order(msg)},
+                             msg_id=msg.message_id, corr_id=msg.correlation_id)
+        return 200
     pattern = policy.write_pattern
     if pattern == "outbox":
         # the row and its event in ONE transaction; the relay publishes later
@@ -192,6 +198,7 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
     """
     rec = ports.history.record
     mid, corr, user = msg.message_id, msg.correlation_id, msg.key
+    yield ports.db.login(user)  # authenticate: the member lookup the seed says drags down logins
     if policy.dedupe == "redis" and not (yield ports.redis.set_nx(f"seen:{mid}", 1)):
         return "duplicate"
     redis_left = None

@@ -126,23 +126,28 @@ class World:
         return float(value) if value is not None else float("nan")
 
     def _measure(self, op: Any) -> None:
-        """History sink for the latency figures (kept as streaming summaries)."""
-        if op.f == "submit":
+        """History sink for the latency figures (kept as streaming summaries).
+
+        A start time is kept only while its submission is in flight, so the map stays as
+        small as the work in progress.
+        """
+        f, started = op.f, self._submitted_at
+        if f == "submit":
             if op.type == "invoke":
-                self._submitted_at[op.msg_id] = op.time
-            else:
-                start = self._submitted_at.get(op.msg_id)
-                if start is not None:
-                    self.response.add((op.time - start) * 1000.0)
-                if self.config.mode == "sync" or op.type != "ok":
-                    self._submitted_at.pop(op.msg_id, None)
-        elif op.f == "grant" and op.type == "ok":
+                started[op.msg_id] = op.time
+                return
+            start = started.get(op.msg_id)
+            if start is not None:
+                self.response.add((op.time - start) * 1000.0)
+            if self.config.mode == "sync" or op.type != "ok":
+                started.pop(op.msg_id, None)
+        elif f == "grant" and op.type == "ok":
             self.checker_granted += 1
-            start = self._submitted_at.pop(op.msg_id, None)
+            start = started.get(op.msg_id)
             if start is not None:
                 self.time_to_voucher.add(op.time - start)
-        elif op.f == "dequeue":
-            self._submitted_at.pop(op.msg_id, None)
+        elif f == "dequeue" and self.config.mode == "async":
+            started.pop(op.msg_id, None)
 
     # ------------------------------------------------------------------ processes
     def _arrivals(self):

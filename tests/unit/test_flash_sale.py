@@ -103,7 +103,7 @@ def test_transient_messages_without_confirms_are_lost_on_broker_crash():
 
 
 def test_sync_mode_responds_slower_than_async_under_the_spike():
-    spike = dict(seed=7, submissions=1500, stock=500, arrival_rate=800.0, gateway_latency_ms=80.0)
+    spike = dict(seed=7, submissions=2000, stock=500, arrival_rate=2000.0, gateway_latency_ms=200.0)
     sync = run_flash_sale(FlashSaleConfig(mode="sync", **spike))
     async_ = run_flash_sale(FlashSaleConfig(mode="async", **spike))
     assert sync.metrics["response_ms"]["p99"] > 5 * async_.metrics["response_ms"]["p99"]

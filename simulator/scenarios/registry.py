@@ -41,4 +41,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "(the engine's validation)",
              "simulator.scenarios.mmc", "simulator.scenarios.mmc:MMcConfig",
              "simulator.scenarios.mmc:run_mmc"),
+    Scenario("tracing", "one submission followed by its correlation id through every component "
+             "(swimlanes, OpenTelemetry spans, JSON Lines); drifted payloads rejected to the "
+             "dead-letter queue, never reaching the handler",
+             "simulator.scenarios.tracing", "simulator.scenarios.tracing:TracingConfig",
+             "simulator.scenarios.tracing:run_tracing", "simulator.plots_tracing:plot_tracing"),
 ]}

@@ -46,4 +46,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "dead-letter queue, never reaching the handler",
              "simulator.scenarios.tracing", "simulator.scenarios.tracing:TracingConfig",
              "simulator.scenarios.tracing:run_tracing", "simulator.plots_tracing:plot_tracing"),
+    Scenario("routing", "AMQP routing on the broker model: direct, fanout, topic, headers and "
+             "consistent-hash tables; priority under backlog, TTL/DLQ reasons, max-length overflow, "
+             "a slow fanout subscriber",
+             "simulator.scenarios.routing", "simulator.scenarios.routing:RoutingConfig",
+             "simulator.scenarios.routing:run_routing", "simulator.plots_routing:plot_routing"),
+    Scenario("ordering", "per-user event order through competing consumers, consistent-hash "
+             "partitions and a Kafka-style log: inversions, throughput, hot-key skew, replay",
+             "simulator.scenarios.ordering", "simulator.scenarios.ordering:OrderingConfig",
+             "simulator.scenarios.ordering:run_ordering", "simulator.plots_ordering:plot_ordering"),
 ]}

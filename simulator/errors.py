@@ -21,8 +21,13 @@ class ServiceDown(RuntimeError):
     """The component behind a port is not reachable (crashed, restarting, cut off)."""
 
     def __init__(self, component: str, detail: str = ""):
-        self.component = component
-        super().__init__(f"{component} is down" + (f" ({detail})" if detail else ""))
+        # args stay (component, detail) so a re-raise that rebuilds the exception from its
+        # args (SimPy does) gives the same message, not "x is down is down"
+        self.component, self.detail = component, detail
+        super().__init__(component, detail)
+
+    def __str__(self) -> str:
+        return f"{self.component} is down" + (f" ({self.detail})" if self.detail else "")
 
 
 class ChannelClosed(ServiceDown):

@@ -205,6 +205,8 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
     if policy.stock_strategy in REDIS_STRATEGIES:
         redis_left = yield from take_stock(ports, policy)
         if redis_left is None:
+            if policy.dedupe == "db":
+                yield from _record_outcome(ports, mid)
             return "sold_out"
         rec("ok", "stock", process, {"left": redis_left}, msg_id=mid, corr_id=corr)
         yield from checkpoint(ports, "consumer:after-stock", process)
@@ -218,7 +220,7 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
         if policy.stock_strategy in DB_STRATEGIES:
             left = yield from take_stock(ports, policy, tx)
             if left is None:
-                yield tx.rollback()
+                yield tx.commit()  # keeps the processed row: a sold-out answer is an outcome too
                 return "sold_out"
             rec("ok", "stock", process, {"left": left}, msg_id=mid, corr_id=corr)
         yield tx.insert_ledger(mid, user)
@@ -231,6 +233,16 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
     sent = yield ports.gateway.send(user, mid)
     rec("ok" if sent else "fail", "send", process, None, msg_id=mid, corr_id=corr)
     return "granted"
+
+
+def _record_outcome(ports: Ports, msg_id: str) -> Step:
+    """Remember that a message was answered (sold out), so redeliveries and the
+    reconciliation batch treat it as handled."""
+    tx = yield ports.db.begin()
+    if (yield tx.insert_processed(msg_id)):
+        yield tx.commit()
+    else:
+        yield tx.rollback()
 
 
 def compensate(ports: Ports, msg: Message, process: str) -> Step:

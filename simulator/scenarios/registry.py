@@ -55,4 +55,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "partitions and a Kafka-style log: inversions, throughput, hot-key skew, replay",
              "simulator.scenarios.ordering", "simulator.scenarios.ordering:OrderingConfig",
              "simulator.scenarios.ordering:run_ordering", "simulator.plots_ordering:plot_ordering"),
+    Scenario("scale", "scale-up vs scale-out: the same requests on N small machines and on one "
+             "big one; a machine failure, sticky vs shared sessions, the utilisation knee and the price",
+             "simulator.scenarios.scale", "simulator.scenarios.scale:ScaleConfig",
+             "simulator.scenarios.scale:run_scale", "simulator.plots_scale:plot_scale"),
 ]}

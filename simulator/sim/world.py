@@ -14,6 +14,7 @@ import simpy
 
 from simulator.checker import Checker
 from simulator.config import FlashSaleConfig
+from simulator.errors import ServiceDown
 from simulator.flow import (DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, EXCHANGE, QUEUE, ROUTING_KEY,
                             STOCK_KEY, Policy, accept, publish, relay_once)
 from simulator.history import History
@@ -196,10 +197,13 @@ class World:
         try:
             while not self.finished:
                 batch = self.db.outbox_unpublished(100) if self.db.up else []
-                if batch:
-                    yield from relay_once(self.relay_ports, self.policy, batch)
-                else:
+                if not batch:
                     yield self.env.timeout(0.05)
+                    continue
+                try:
+                    yield from relay_once(self.relay_ports, self.policy, batch)
+                except ServiceDown:
+                    yield self.env.timeout(0.5)  # DB or broker down: rows stay, try again later
         except simpy.Interrupt:
             return  # killed; a restart starts a fresh relay that re-reads the outbox
 

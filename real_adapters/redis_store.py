@@ -1,0 +1,146 @@
+"""The Redis port over a redis-py client: a real ``redis.Redis`` or an in-process ``fakeredis``.
+
+Every method returns ``Done``; a lost connection is ``Done(error=ServiceDown("redis"))``.
+Integer values come back as ``int`` whatever the client's ``decode_responses`` is.
+
+``key_prefix`` is put in front of every key (the flow's ``stock:gift`` becomes
+``<prefix>stock:gift``) so that runs and tests sharing one server do not see each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import redis
+
+from simulator.errors import ServiceDown
+from simulator.ports import Done
+
+COMPONENT = "redis"
+_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)  # BusyLoading is a ConnectionError
+
+# Check-and-decrement as one atomic step (Redis runs a script with nothing in between).
+# A missing key, a non-number or a value <= 0 means "nothing left": -1, and the key is left alone,
+# unlike a bare DECR, which would create it at -1.
+CHECK_AND_DECR = """
+local left = tonumber(redis.call('GET', KEYS[1]))
+if left == nil or left <= 0 then
+  return -1
+end
+return redis.call('DECR', KEYS[1])
+"""
+
+
+def _value(raw: Any) -> Any:
+    """Redis stores strings; give integers back as ``int``, other text as ``str``."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode()
+        except UnicodeDecodeError:
+            return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+class RedisPort:
+    def __init__(self, client: redis.Redis, *, key_prefix: str = ""):
+        self.client = client
+        self.prefix = key_prefix
+        # register_script runs EVALSHA and reloads the script on NOSCRIPT (the script cache is
+        # empty after a Redis restart); it makes no call until first used
+        self._check_and_decr = client.register_script(CHECK_AND_DECR)
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Done:
+        try:
+            return Done(fn(*args, **kwargs))
+        except _DOWN as exc:
+            return Done(error=ServiceDown(COMPONENT, type(exc).__name__))
+
+    # ------------------------------------------------------------------ port methods
+    def get(self, key: str) -> Done:
+        done = self._call(self.client.get, self.key(key))
+        return done if done.error else Done(_value(done.value))
+
+    def set(self, key: str, value: Any) -> Done:
+        done = self._call(self.client.set, self.key(key), value)
+        return done if done.error else Done(bool(done.value))
+
+    def set_nx(self, key: str, value: Any, ex: float | None = None) -> Done:
+        """SET key value NX [PX ms]: True if this call created the key."""
+        px = None if ex is None else max(1, int(round(ex * 1000)))
+        done = self._call(self.client.set, self.key(key), value, nx=True, px=px)
+        return done if done.error else Done(bool(done.value))
+
+    def decr(self, key: str) -> Done:
+        return self._call(self.client.decr, self.key(key))
+
+    def incr(self, key: str) -> Done:
+        return self._call(self.client.incr, self.key(key))
+
+    def expire(self, key: str, seconds: float) -> Done:
+        done = self._call(self.client.pexpire, self.key(key), max(1, int(round(seconds * 1000))))
+        return done if done.error else Done(bool(done.value))
+
+    def ttl(self, key: str) -> Done:
+        """Seconds left; -1 for a key with no expiry, -2 for a missing key (as Redis says)."""
+        return self._call(self.client.ttl, self.key(key))
+
+    def check_and_decr(self, key: str) -> Done:
+        """The new value after an atomic decrement, or -1 when nothing was left (never below 0)."""
+        try:
+            done = self._call(self._check_and_decr, keys=[self.key(key)])
+        except redis.exceptions.ResponseError as exc:
+            if "unknown command" in str(exc).lower():
+                # fakeredis without its Lua runtime: say what is missing instead of a Redis error
+                raise RuntimeError("this Redis client cannot run Lua scripts; fakeredis needs the "
+                                   "'lupa' package (pip install 'fakeredis[lua]')") from exc
+            raise
+        return done if done.error else Done(int(done.value))
+
+    # ------------------------------------------------------------------ for the world and tests
+    def delete(self, *keys: str) -> int:
+        try:
+            return int(self.client.delete(*(self.key(k) for k in keys))) if keys else 0
+        except _DOWN as exc:
+            raise ServiceDown(COMPONENT, type(exc).__name__) from None
+
+    def clear(self, *, batch: int = 500, max_keys: int = 1_000_000) -> int:
+        """Delete every key under this port's prefix (refuses to run without a prefix)."""
+        if not self.prefix:
+            raise ValueError("clear() needs a key_prefix: it will not empty a whole database")
+        removed = 0
+        try:
+            pending: list[Any] = []
+            for name in self._scan(batch):
+                pending.append(name)
+                if len(pending) >= batch:
+                    removed += int(self.client.delete(*pending))
+                    pending = []
+                if removed + len(pending) >= max_keys:
+                    break
+            if pending:
+                removed += int(self.client.delete(*pending))
+        except _DOWN as exc:
+            raise ServiceDown(COMPONENT, type(exc).__name__) from None
+        return removed
+
+    def _scan(self, batch: int) -> Iterable[Any]:
+        pattern = self.prefix.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?") \
+            .replace("[", "\\[") + "*"
+        return self.client.scan_iter(match=pattern, count=batch)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except _DOWN:
+            return False
+
+    def close(self) -> None:
+        self.client.close()

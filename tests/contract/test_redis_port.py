@@ -1,0 +1,130 @@
+"""The Redis port's contract, one body for fakeredis and a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from real_adapters.bootstrap import make_redis_client
+from real_adapters.redis_store import RedisPort
+from real_adapters.settings import Settings
+from simulator.errors import ServiceDown
+from simulator.ports import Done
+
+
+def value(done: Done):
+    assert isinstance(done, Done), done
+    assert done.error is None, done.error
+    return done.value
+
+
+def test_decr_on_a_missing_key_goes_to_minus_one(redis_port: RedisPort):
+    # Redis treats a missing key as 0: a bare DECR "grants" from nothing, which is the lesson
+    assert value(redis_port.decr("stock")) == -1
+    assert value(redis_port.get("stock")) == -1
+    assert value(redis_port.incr("stock")) == 0
+
+
+def test_check_and_decr_never_goes_below_zero(redis_port: RedisPort):
+    assert value(redis_port.check_and_decr("stock")) == -1
+    assert value(redis_port.get("stock")) is None  # the script does not create the key
+    value(redis_port.set("stock", 3))
+    assert [value(redis_port.check_and_decr("stock")) for _ in range(5)] == [2, 1, 0, -1, -1]
+    assert value(redis_port.get("stock")) == 0
+
+
+def test_check_and_decr_refuses_a_negative_or_non_numeric_value(redis_port: RedisPort):
+    value(redis_port.set("stock", -4))
+    assert value(redis_port.check_and_decr("stock")) == -1
+    assert value(redis_port.get("stock")) == -4
+    value(redis_port.set("stock", "lots"))
+    assert value(redis_port.check_and_decr("stock")) == -1
+    assert value(redis_port.get("stock")) == "lots"
+
+
+def test_check_and_decr_is_atomic_under_concurrent_callers(redis_port: RedisPort):
+    stock, threads, calls = 50, 8, 25
+    value(redis_port.set("stock", stock))
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def take() -> None:
+        for _ in range(calls):
+            left = value(redis_port.check_and_decr("stock"))
+            with lock:
+                results.append(left)
+
+    workers = [threading.Thread(target=take) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=30)
+    assert not any(w.is_alive() for w in workers)
+    granted = sorted(r for r in results if r >= 0)
+    assert granted == list(range(stock))  # every level from 49 down to 0 handed out exactly once
+    assert results.count(-1) == threads * calls - stock
+    assert value(redis_port.get("stock")) == 0
+
+
+def test_set_nx_only_creates(redis_port: RedisPort):
+    assert value(redis_port.set_nx("seen:m1", 1)) is True
+    assert value(redis_port.set_nx("seen:m1", 2)) is False
+    assert value(redis_port.get("seen:m1")) == 1
+    assert value(redis_port.set_nx("seen:m2", 1, ex=30)) is True
+    assert 0 < value(redis_port.ttl("seen:m2")) <= 30
+
+
+def test_expire_and_ttl(redis_port: RedisPort):
+    assert value(redis_port.ttl("nothing")) == -2
+    assert value(redis_port.expire("nothing", 10)) is False
+    value(redis_port.set("stock", 5))
+    assert value(redis_port.ttl("stock")) == -1
+    assert value(redis_port.expire("stock", 10)) is True
+    assert 0 < value(redis_port.ttl("stock")) <= 10
+
+
+def test_get_gives_ints_and_text(redis_port: RedisPort):
+    value(redis_port.set("n", 42))
+    value(redis_port.set("s", "hello"))
+    assert value(redis_port.get("n")) == 42 and isinstance(value(redis_port.get("n")), int)
+    assert value(redis_port.get("s")) == "hello"
+    assert value(redis_port.get("missing")) is None
+
+
+def test_keys_live_under_the_prefix(redis_port: RedisPort):
+    value(redis_port.set("stock", 1))
+    assert redis_port.prefix
+    assert redis_port.client.get(redis_port.prefix + "stock") in (b"1", "1")
+
+
+def test_a_fake_server_that_is_down_gives_service_down():
+    import fakeredis
+
+    server = fakeredis.FakeServer()
+    port = RedisPort(fakeredis.FakeRedis(server=server))
+    assert value(port.set("stock", 1)) is True
+    server.connected = False
+    for done in (port.get("stock"), port.decr("stock"), port.check_and_decr("stock"),
+                 port.set_nx("k", 1), port.ttl("stock"), port.expire("stock", 1)):
+        assert isinstance(done.error, ServiceDown) and done.error.component == "redis"
+    server.connected = True
+    assert value(port.get("stock")) == 1
+
+
+def test_an_unreachable_server_gives_service_down_at_once():
+    client = make_redis_client(Settings(redis_url="redis://127.0.0.1:1/0", connect_timeout_s=0.5))
+    port = RedisPort(client)
+    started = time.monotonic()
+    for done in (port.check_and_decr("stock"), port.get("x"), port.incr("x")):
+        assert isinstance(done.error, ServiceDown) and done.value is None
+    assert port.ping() is False
+    assert time.monotonic() - started < 2.0  # no hidden retries with backoff
+
+
+def test_clear_needs_a_prefix():
+    import fakeredis
+
+    with pytest.raises(ValueError):
+        RedisPort(fakeredis.FakeRedis(server=fakeredis.FakeServer())).clear()

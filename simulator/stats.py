@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 import simpy
 
-__all__ = ["Summary", "TimeSeries", "ALPHA"]
+__all__ = ["Summary", "TimeSeries", "ALPHA", "sig6"]
 
 ALPHA = 0.005            # relative error of a quantile: half the 1% promised, so the rank
                          # convention (ours vs numpy's interpolation) fits in the other half
@@ -30,7 +30,7 @@ TINY = 1e-12             # |x| below this counts as exactly zero (a wait of 0 is
 MAX_BUCKETS = 4096       # per sign; past it the smallest buckets are folded together
 
 
-def _sig6(x: float) -> float:
+def sig6(x: float) -> float:
     """Round to 6 significant digits so JSON output does not churn in the last bits."""
     return float(f"{x:.6g}")
 
@@ -177,7 +177,7 @@ class Summary:
         if not self.count:
             return {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None, "max": None}
         values = {"mean": self.mean, "p50": self.p50, "p90": self.p90, "p99": self.p99, "max": self.max}
-        return {"count": self.count, **{k: _sig6(v) for k, v in values.items()}}
+        return {"count": self.count, **{k: sig6(v) for k, v in values.items()}}
 
     def __repr__(self) -> str:
         return f"Summary({self.to_dict()})"

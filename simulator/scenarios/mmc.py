@@ -25,14 +25,15 @@ from typing import Any, Iterator
 import numpy as np
 import pydantic
 import simpy
-from simpy.core import EmptySchedule
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from simpy.core import EmptySchedule
 
 from simulator.analysis import (erlang_c, littles_law_L, mmc_mean_response, mmc_mean_wait,
                                 mmc_wait_quantile, utilisation)
+from simulator.config_errors import input_error_from
 from simulator.rng import Streams
 from simulator.sim.servicepool import ServicePool
-from simulator.stats import Summary, TimeSeries
+from simulator.stats import Summary, TimeSeries, sig6
 
 __all__ = ["MMcConfig", "MMcResult", "make_config", "run_mmc", "BATCHES"]
 
@@ -51,7 +52,7 @@ class MMcConfig(BaseModel):
                                 description="mu: customers one server finishes per unit of time")
     customers: int = Field(default=200_000, ge=1, le=100_000_000, description="customers to simulate")
     warmup: int | None = Field(default=None, ge=0,
-                               description="first customers not measured (default: a tenth of customers)")
+                               description="first customers not measured; unset means a tenth of customers")
     seed: int = Field(default=7, ge=0, le=2**32 - 1)
 
     @model_validator(mode="after")
@@ -79,8 +80,6 @@ class MMcConfig(BaseModel):
 
 def make_config(**values: Any) -> MMcConfig:
     """``MMcConfig(**values)``, with a bad value reported as an ``InputError`` naming the field."""
-    from simulator.config_errors import input_error_from
-
     try:
         return MMcConfig.model_validate(values)
     except pydantic.ValidationError as exc:
@@ -118,10 +117,6 @@ class MMcResult:
         return "\n".join(lines)
 
 
-def _sig6(x: float) -> float:
-    return float(f"{x:.6g}")
-
-
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.6g}"
 
@@ -147,6 +142,7 @@ def _run_counting(env: simpy.Environment) -> int:
 
 
 def run_mmc(config: MMcConfig | None = None) -> MMcResult:
+    """Simulate ``config.customers`` customers through one ``ServicePool`` of ``servers``."""
     cfg = config or MMcConfig()
     lam, mu, c, n = cfg.arrival_rate, cfg.service_rate, cfg.servers, cfg.customers
     skip = cfg.discarded
@@ -222,19 +218,19 @@ def run_mmc(config: MMcConfig | None = None) -> MMcResult:
         "throughput": pool.served / env.now,
         "sim_time": env.now,
     }
-    metrics = {k: _sig6(v) if isinstance(v, float) else v for k, v in metrics.items()}
+    metrics = {k: sig6(v) if isinstance(v, float) else v for k, v in metrics.items()}
     metrics["events"] = events
     return MMcResult(cfg, metrics, _analytic(lam, mu, c), series.to_dict())
 
 
 def _analytic(lam: float, mu: float, c: int) -> dict[str, float]:
-    wait = mmc_mean_wait(lam, mu, c)
-    return {k: _sig6(v) for k, v in {
-        "mean_wait": wait,
+    response = mmc_mean_response(lam, mu, c)
+    return {k: sig6(v) for k, v in {
+        "mean_wait": mmc_mean_wait(lam, mu, c),
         "erlang_c": erlang_c(c, lam / mu),
         "utilisation": utilisation(lam, mu, c),
-        "mean_response": mmc_mean_response(lam, mu, c),
-        "mean_in_system": littles_law_L(lam, mmc_mean_response(lam, mu, c)),
+        "mean_response": response,
+        "mean_in_system": littles_law_L(lam, response),
         "p50_wait": mmc_wait_quantile(lam, mu, c, 0.50),
         "p99_wait": mmc_wait_quantile(lam, mu, c, 0.99),
     }.items()}

@@ -17,7 +17,9 @@ Counts (per ``msg_id`` unless said):
   with more than one; ``oversold`` = max(0, granted − stock) where ``stock`` comes from
   ``stock-init``.
 * ``out_of_order``: first dequeues whose ``seq`` is below the highest already seen for its key.
-* ``ghost``: published (``enqueue`` ok) with a ``save`` begun but never committed.
+* ``ghost``: published (``enqueue`` ok) but its row never committed, in a run that writes
+  submission rows (some ``save`` was begun); a crash between the publish and the save leaves
+  no ``save`` op for that message at all, so a begun save cannot be required.
   ``orphan``: ``save`` ok but never published.
 
 ``valid`` needs lost, unexpected, oversold, double_granted, ghost and orphan all zero;
@@ -97,8 +99,8 @@ def _classes(m: _Msg) -> int:
             bits |= _BIT["unexpected"]
         elif fl & ATTEMPTED and not fl & PROMISED:
             bits |= _BIT["recovered"]
-    if fl & PUBLISHED and fl & SAVE_BEGUN and not fl & SAVED:
-        bits |= _BIT["ghost"]
+    if fl & PUBLISHED and not fl & SAVED:
+        bits |= _BIT["ghost"]  # a candidate; only reported once the run is seen to save rows
     if fl & SAVED and not fl & PUBLISHED:
         bits |= _BIT["orphan"]
     return bits
@@ -131,6 +133,7 @@ class Checker:
         self._keys: dict[Any, tuple[Any, Step]] = {}  # key -> (highest seq, its dequeue step)
         self._online: dict[str, list[_Online]] = {k: [] for k in KINDS}
         self._faults = FaultLog()
+        self._saving = False  # some save began: every published message then needs its row
         self._step = StepMaker()
 
     # -- streaming -------------------------------------------------------------------------
@@ -160,6 +163,8 @@ class Checker:
         if msg is None:
             msg = self._msgs[op.msg_id] = _Msg()
         before = _classes(msg)
+        if f == "save" and op.type == "invoke":
+            self._saving = True  # a reconciler's backfill records only "ok": it does not count
         self._set_flags(msg, op)
         self._remember(msg, step)
         if f == "dequeue" and op.type == "ok":
@@ -209,7 +214,7 @@ class Checker:
     def _settle(self, msg: _Msg) -> None:
         """First dequeue: keep only what later chains can still need (duplicate, double grant)."""
         steps = msg.steps
-        if msg.flags & SAVE_BEGUN or not steps:
+        if msg.flags & SAVE_BEGUN or (self._saving and not msg.flags & SAVED) or not steps:
             return  # a ghost/orphan chain may need the publish and save steps; keep them all
         deliver = last_of(steps, "deliver")
         enqueues = [s for s in steps if s.f == "enqueue"]
@@ -312,13 +317,15 @@ class Checker:
             return closing
         saves = [s for s in steps if s.f == "save"]
         begun = [s for s in saves if s.type == "invoke"]
-        # A ghost's cause lies after its save began; an orphan's after its row committed.
-        anchor = (begun or saves or steps)[-1] if kind == "ghost" else (saves or steps)[-1]
+        # A ghost's cause lies after its save began (or, with none begun, after its publish);
+        # an orphan's after its row committed.
+        published = [s for s in steps if s.f == "enqueue" and s.type == "ok"]
+        anchor = (begun or saves or published or steps)[-1] if kind == "ghost" else (saves or steps)[-1]
         cause = self._faults.first_after(anchor.index, holder_of(anchor))
         return render([*steps, cause] if cause else steps, closing)
 
-    def _final_examples(self) -> dict[str, list[Anomaly]]:
-        want = {k: min(self.max_examples, self._counts[k]) for k in _FINAL_KINDS}
+    def _final_examples(self, counts: dict[str, Any]) -> dict[str, list[Anomaly]]:
+        want = {k: min(self.max_examples, counts[k]) for k in _FINAL_KINDS}
         found: dict[str, list[Anomaly]] = {k: [] for k in _FINAL_KINDS}
         if not any(want.values()):
             return found
@@ -344,8 +351,10 @@ class Checker:
         stock = self._stock
         counts["stock"] = stock
         counts["oversold"] = max(0, counts["granted"] - stock) if stock is not None else 0
+        if not self._saving:
+            counts["ghost"] = 0  # nothing writes rows (the plain publish pattern): no row is missing
         valid = all(counts[k] == 0 for k in _INVALIDATING)
-        final = self._final_examples()
+        final = self._final_examples(counts)
         anomalies: list[Anomaly] = []
         for kind in KINDS:
             if kind in final:

@@ -104,6 +104,12 @@ class FlashSaleConfig(StrictModel):
     gateway_latency_ms: float = Field(default=30.0, ge=0, allow_inf_nan=False)
     gateway_rate_limit: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     gateway_failure: float = Field(default=0.0, ge=0, le=1)
+    # --- unrelated traffic on the same database (the seed: member lookups drag logins down)
+    login_rate: float = Field(default=0.0, ge=0, le=1_000_000, allow_inf_nan=False,
+                              description="logins per second by members outside the event (0: none)")
+    event_db: Literal["shared", "dedicated"] = Field(
+        default="shared", description="dedicated: logins get a database of their own, so the "
+                                      "event's transactions never compete with them")
     # --- faults and bounds
     faults: tuple[Fault, ...] = ()
     max_sim_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600, allow_inf_nan=False)

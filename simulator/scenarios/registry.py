@@ -59,4 +59,15 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "big one; a machine failure, sticky vs shared sessions, the utilisation knee and the price",
              "simulator.scenarios.scale", "simulator.scenarios.scale:ScaleConfig",
              "simulator.scenarios.scale:run_scale", "simulator.plots_scale:plot_scale"),
+    Scenario("loss", "lost messages per design (transient/durable+persistent, confirms, auto/manual "
+             "ack) and crash target (producer, broker, consumer, Redis per persistence mode); naive "
+             "vs ledger reseed of the Redis stock; safety stock against the AOF everysec window",
+             "simulator.scenarios.loss", "simulator.scenarios.loss:LossConfig",
+             "simulator.scenarios.loss:run_loss", "simulator.plots_loss:plot_loss"),
+    Scenario("duplicates", "lost acks and crashes between commit and ack redeliver; dedupe off / "
+             "Redis SET NX / DB unique key in the same transaction: duplicate deliveries vs "
+             "double-granted vouchers",
+             "simulator.scenarios.duplicates", "simulator.scenarios.duplicates:DuplicatesConfig",
+             "simulator.scenarios.duplicates:run_duplicates",
+             "simulator.plots_loss:plot_duplicates_report"),
 ]}

@@ -54,6 +54,11 @@ class Channel:
     def unacked_count(self) -> int:
         return len(self._unacked)
 
+    @property
+    def buffered(self) -> int:
+        """Deliveries that reached the consumer but that it has not taken yet."""
+        return len(self._buffer)
+
     def has_room(self) -> bool:
         # RabbitMQ ignores prefetch for auto-ack consumers: they take as fast as it sends.
         return self.auto_ack or self.prefetch == 0 or len(self._unacked) < self.prefetch

@@ -85,6 +85,8 @@ class Broker(QueueDispatch):
         # publishes not yet answered; a dict, not a set, so a crash fails them in publish
         # order and the run stays reproducible (a set iterates in id order)
         self._pending: dict[simpy.Event, None] = {}
+        self._wire: dict[int, Message] = {}  # unconfirmed publishes still travelling
+        self._next_wire = 0
         self._await_fsync: list[simpy.Event] = []      # confirms held for the next tick
         self._unflushed: list[QueuedMessage] = []      # persistent copies not yet on disk
         self._tick_armed = False
@@ -144,6 +146,10 @@ class Broker(QueueDispatch):
     def depth(self, queue: str) -> int:
         return len(self._queue(queue))
 
+    def on_the_wire(self, queue: str) -> bool:
+        """A delivery from ``queue`` is travelling to a consumer right now."""
+        return self._queue(queue).dispatching
+
     def unacked(self, queue: str) -> int:
         return sum(ch.unacked_count for ch in self._queue(queue).consumers)
 
@@ -172,6 +178,19 @@ class Broker(QueueDispatch):
             self._exchange(exchange)  # 404 NOT_FOUND in RabbitMQ
         if message.exchange != exchange or message.routing_key != routing_key:
             message = replace(message, exchange=exchange, routing_key=routing_key)
+        if not confirm:
+            # basic.publish without confirms returns once the frame is in the socket buffer:
+            # the publisher learns nothing more, and a crash before arrival loses the message
+            done.succeed("sent")
+            ticket = self._next_wire = self._next_wire + 1
+            self._wire[ticket] = message
+
+            def arrive_unconfirmed() -> None:
+                self._wire.pop(ticket, None)
+                self._arrive(self.env.event(), exchange, routing_key, message, mandatory, False)
+
+            self._after(self.publish_latency, arrive_unconfirmed)
+            return done
         self._pending[done] = None
         self._after(self.publish_latency,
                     lambda: self._arrive(done, exchange, routing_key, message, mandatory, confirm))
@@ -194,8 +213,8 @@ class Broker(QueueDispatch):
                 self.stats["unroutable_dropped"] += 1
                 self._drop_op("unroutable", message)
         if not confirm:
-            self._answer(done, "sent")
-        elif not targets:
+            return  # answered at publish time
+        if not targets:
             self._after(self.confirm_latency, lambda: self._answer(done, "returned" if mandatory else "ack"))
         elif rejected:
             self._after(self.confirm_latency, lambda: self._answer(done, "nack"))
@@ -278,6 +297,10 @@ class Broker(QueueDispatch):
         for done in list(self._pending):
             fail_event(done, ChannelClosed(self.name, "broker crashed before the confirm"))
         self._pending.clear()
+        for message in self._wire.values():
+            self.stats["lost_on_crash"] += 1
+            self._drop_op("in-flight", message)
+        self._wire.clear()
         self._await_fsync = []
         self._unflushed = []
         self._tick_armed = False

@@ -29,6 +29,7 @@ class Consumer:
         self.channel: Any = None
         self.up = True
         self.handled = 0
+        self.busy = False  # holding a delivery (auto-ack deliveries are in no broker count)
         self.process = self.env.process(self._run())
 
     def _handler_time(self) -> float:
@@ -45,7 +46,9 @@ class Consumer:
                     auto_ack=(cfg.ack == "auto"))
                 self.ports.broker.channel = self.channel
                 while True:
+                    self.busy = False
                     delivery = yield self.channel.get()
+                    self.busy = True
                     duration = self._handler_time()
                     if duration:
                         yield self.env.timeout(duration)
@@ -60,10 +63,16 @@ class Consumer:
                             self.channel.nack(delivery, requeue=True)
                     self.handled += 1
             except ChannelClosed:
+                self.busy = False
                 yield self.env.timeout(cfg.reconnect_s)
             except simpy.Interrupt as stop:
                 if not (yield from self._dead(stop.cause)):
                     return
+
+    @property
+    def idle(self) -> bool:
+        channel = self.channel
+        return not self.busy and (channel is None or not channel.open or not channel.buffered)
 
     def crash(self, restart_after: float | None) -> None:
         if not self.up or not self.process.is_alive:
@@ -76,6 +85,7 @@ class Consumer:
 
     def _dead(self, restart_after: float | None):
         self.up = False
+        self.busy = False
         self.world.history.record("info", "crash", self.name, component="consumer")
         if self.channel is not None:
             self.channel.close()

@@ -86,6 +86,7 @@ class World:
         outbox = cfg.write_pattern == "outbox"
         self.relay_ports = self.make_ports("relay") if outbox else None
         self.relay = env.process(self._relay()) if outbox else None
+        self._resent: set[str] = set()  # rows the reconciler already re-sent (once each)
         if cfg.reconcile:
             self.reconciler_ports = self.make_ports("reconciler")
             env.process(self._reconcile())
@@ -100,6 +101,16 @@ class World:
         self.series.track("redis_stock", self._stock_level)
         self.series.track("vouchers", lambda: self.checker_granted)
         self.checker_granted = 0
+        # unrelated member logins: on the event's database ("shared") or on their own
+        # ("dedicated", the seed's separate event table); with login_rate 0 nothing runs
+        self.login_ms = Summary()
+        self.login_errors = 0
+        self.login_db = self.db
+        if cfg.event_db == "dedicated":
+            self.login_db = Database(env, self.rng("db.login"), name="login-db", pool_size=cfg.db_pool,
+                                     query_time=cfg.db_query_ms / 1000.0)
+        if cfg.login_rate > 0:
+            env.process(self._logins())
 
     # ------------------------------------------------------------------ building blocks
     def rng(self, name: str):
@@ -193,6 +204,25 @@ class World:
                 msg_id=msg.message_id, corr_id=msg.correlation_id)
         self.clients_done += 1
 
+    def _logins(self):
+        """Poisson logins, one query each; they are not part of the event, so not in the history."""
+        rng = self.rng("logins")
+        mean_gap = 1.0 / self.config.login_rate
+        n = 0
+        while not self.finished:
+            yield self.env.timeout(float(rng.exponential(mean_gap)))
+            n += 1
+            started = self.env.now
+            self.login_db.login(f"member-{n}").callbacks.append(
+                lambda event, started=started: self._logged_in(event, started))
+
+    def _logged_in(self, event: Any, started: float) -> None:
+        if event.ok:
+            self.login_ms.add((self.env.now - started) * 1000.0)
+        else:
+            event.defused = True  # the DB was down: a failed login, not a crash of the world
+            self.login_errors += 1
+
     def _relay(self):
         try:
             while not self.finished:
@@ -219,7 +249,11 @@ class World:
             if not (self.db.up and self.broker.up):
                 continue
             for msg in self.db.saved_unprocessed(older_than=self.env.now - self.RECONCILE_GRACE):
-                yield from publish(ports, self.policy, msg, "reconciler")
+                # once per row: a row that stays unprocessed after its re-send (say an
+                # invalid payload) would otherwise be re-sent on every pass, for ever
+                if msg.message_id not in self._resent and (
+                        yield from publish(ports, self.policy, msg, "reconciler")):
+                    self._resent.add(msg.message_id)
             for msg_id, corr_id, user in self.db.processed_unsaved():
                 self.db.backfill_submission(msg_id, user)
                 self.history.record("ok", "save", "reconciler", {"backfill": True},
@@ -291,11 +325,22 @@ class World:
     def _quiet(self) -> bool:
         if not self.broker.up:
             return False
-        if self.broker.depth(QUEUE) or self.broker.unacked(QUEUE):
+        if self.broker.depth(QUEUE) or self.broker.unacked(QUEUE) or self.broker.on_the_wire(QUEUE):
             return False
+        if not all(c.idle for c in self.consumers):
+            return False  # auto-ack deliveries sit in consumer buffers, invisible to the broker
         if self.config.write_pattern == "outbox" and self.db.outbox_unpublished(1):
             return False
+        if self.config.reconcile and self._reconcile_pending():
+            return False
         return True
+
+    def _reconcile_pending(self) -> bool:
+        """Work the next reconciliation pass would do: without this the run could end before
+        the batch ever ran, and the orphans it exists to repair would stay orphans."""
+        if any(m.message_id not in self._resent for m in self.db.saved_unprocessed(float("inf"))):
+            return True
+        return bool(self.db.processed_unsaved())
 
     def _monitor(self):
         cfg = self.config

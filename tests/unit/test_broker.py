@@ -99,12 +99,24 @@ def test_mandatory_unroutable_is_returned_not_dropped() -> None:
     assert drops(h) == []
 
 
-def test_confirm_off_answers_sent_after_publish_latency() -> None:
+def test_confirm_off_answers_sent_at_once_and_arrives_after_publish_latency() -> None:
     env, b, _ = make()
     setup_queue(b)
     assert env.run(until=b.publish("x", "k", msg(1), confirm=False)) == "sent"
-    assert env.now == pytest.approx(PUB)
+    assert env.now == 0 and b.depth("q") == 0  # only in the socket buffer so far
+    env.run(until=PUB * 2)
     assert b.depth("q") == 1 and b.stats["confirmed"] == 0
+
+
+def test_confirm_off_publish_in_flight_is_lost_when_the_broker_crashes() -> None:
+    env, b, h = make()
+    setup_queue(b)
+    assert env.run(until=b.publish("x", "k", msg(1), confirm=False)) == "sent"
+    b.crash()
+    b.restart()
+    env.run(until=PUB * 5)
+    assert b.depth("q") == 0
+    assert [reason for reason, _ in drops(h)] == ["in-flight"]
 
 
 def test_default_exchange_routes_to_the_queue_named_by_the_key() -> None:

@@ -289,6 +289,10 @@ def relay_once(ports: Ports, policy: Policy, batch: list[tuple[str, Message]],
     """
     published = 0
     for msg_id, msg in batch:
+        # the row is in the outbox table, so its transaction committed: say so, because the
+        # API that committed it may have died before recording its own "save ok"
+        ports.history.record("ok", "save", process, {"observed": "outbox"}, msg_id=msg_id,
+                             corr_id=msg.correlation_id)
         if (yield from publish(ports, policy, msg, process)):
             yield from checkpoint(ports, "relay:after-publish", process)
             yield ports.db.mark_published(msg_id)

@@ -70,4 +70,24 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "simulator.scenarios.duplicates", "simulator.scenarios.duplicates:DuplicatesConfig",
              "simulator.scenarios.duplicates:run_duplicates",
              "simulator.plots_loss:plot_duplicates_report"),
+    Scenario("sync-vs-async", "the gift event handled inside the request vs through a queue, on the "
+             "same opening spike: response p50/p99, timeouts, DB pool saturation, logins on a shared "
+             "vs dedicated event DB, queue rise and drain, throughput vs consumers",
+             "simulator.scenarios.sync_async", "simulator.scenarios.sync_async:SyncAsyncConfig",
+             "simulator.scenarios.sync_async:run_sync_async", "simulator.plots_sync:plot_sync_async"),
+    Scenario("scorecard", "flash-sale architectures side by side on the same arrivals and crash "
+             "schedule: FCFS fairness, time to voucher, refused while stock remained, oversell, "
+             "lost, duplicated",
+             "simulator.scenarios.scorecard", "simulator.scenarios.scorecard:ScorecardConfig",
+             "simulator.scenarios.scorecard:run_scorecard", "simulator.plots_sync:plot_scorecard"),
+    Scenario("outbox", "crash-point explorer: dual-write patterns (db-then-publish, publish-then-db, "
+             "outbox + relay, + reconciliation, + compensation) x crash points -> ok / duplicate / "
+             "ghost / orphan / leak",
+             "simulator.scenarios.outbox", "simulator.scenarios.outbox:OutboxConfig",
+             "simulator.scenarios.outbox:run_outbox", "simulator.plots_outbox:plot_outbox"),
+    Scenario("stock", "where the stock lives: DB UPDATE (row lock), DB read-then-write, Redis GET+SET, "
+             "DECR, Lua at 1/4/16 consumers; oversell, lock wait, Redis single-thread ceiling, TTL "
+             "end, safety stock",
+             "simulator.scenarios.stock", "simulator.scenarios.stock:StockConfig",
+             "simulator.scenarios.stock:run_stock", "simulator.plots_stock:plot_stock_lesson"),
 ]}

@@ -80,7 +80,8 @@ class World:
         self.balancer = LoadBalancer(self.servers, cfg.balancer)
         point_faults = [f for f in cfg.faults if f.point is not None]
         self.crash_points = CrashPoints(self, point_faults) if point_faults else None
-        self.api_ports = self.make_ports("api")
+        # one set of ports per server, so a server's death rolls back only its own transactions
+        self.server_ports = {server.name: self.make_ports(server.name) for server in self.servers}
         self.consumers = [Consumer(self, f"consumer-{i + 1}", self.make_ports(f"consumer-{i + 1}"))
                           for i in range(cfg.consumers)] if cfg.mode == "async" else []
         outbox = cfg.write_pattern == "outbox"
@@ -190,7 +191,8 @@ class World:
         if server is None:
             status = 503
         else:
-            request = server.handle(lambda: accept(self.api_ports, self.policy, msg, server.name))
+            ports = self.server_ports[server.name]
+            request = server.handle(lambda: accept(ports, self.policy, msg, server.name))
             timer = self.env.timeout(self.config.request_timeout_s)
             yield request | timer
             status = request.value if request.triggered and request.ok else None
@@ -276,6 +278,7 @@ class World:
             index = 0 if target == "producer" else int(target.split("-")[1]) - 1
             if 0 <= index < len(self.servers):
                 self.servers[index].crash(spare=self.env.active_process)
+                self.server_ports[self.servers[index].name].db.abort_all()
                 self.history.record("info", "crash", self.servers[index].name, component="server")
             return
         if target == "relay":

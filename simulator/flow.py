@@ -210,8 +210,9 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
             return "sold_out"
         rec("ok", "stock", process, {"left": redis_left}, msg_id=mid, corr_id=corr)
         yield from checkpoint(ports, "consumer:after-stock", process)
-    tx = yield ports.db.begin()
     try:
+        # begin() is inside the try: a DB that drops before BEGIN must give the stock back too
+        tx = yield ports.db.begin()
         if policy.dedupe == "db" and not (yield tx.insert_processed(mid)):
             yield tx.rollback()
             if redis_left is not None:

@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/pytest ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
 fi
 export MPLBACKEND=Agg PYTHONHASHSEED=random
-exec .venv/bin/pytest tests "$@"
+exec .venv/bin/pytest tests notebooks --nbval-lax "$@"

@@ -52,6 +52,13 @@ class Fault(BaseModel):
         return self
 
 
+def split_commas(value: object) -> object:
+    """The command line hands a tuple field over as one string: ``a,b`` means ``("a", "b")``."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 

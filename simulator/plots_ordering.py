@@ -10,16 +10,13 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from simulator.plots import _axes  # noqa: E402  (one way to make a figure or draw on the given axes)
+
 from simulator.scenarios.ordering import VARIANTS  # noqa: E402
 
 COLOURS = dict(zip(VARIANTS, ("tab:red", "tab:blue", "tab:green")))
 
 
-def _axes(ax: Any, figsize: tuple[float, float] = (7, 3.5)):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
 
 
 def _bars(ax: Any, result: Any, key: str) -> list[float]:

@@ -10,14 +10,11 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from simulator.plots import _axes  # noqa: E402  (one way to make a figure or draw on the given axes)
+
 from simulator.scenarios.routing import DEATH_REASONS, FANOUT_QUEUES, SLOW_QUEUE  # noqa: E402
 
 
-def _axes(ax: Any, figsize: tuple[float, float] = (7, 3.5)):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
 
 
 def plot_routing_table(result: Any, ax: Any = None) -> Figure:

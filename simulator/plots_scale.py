@@ -11,16 +11,13 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from simulator.plots import _axes  # noqa: E402  (one way to make a figure or draw on the given axes)
+
 from simulator.scenarios.scale_model import SCALE_OUT, SCALE_UP, VARIANTS  # noqa: E402
 
 COLOURS = {SCALE_OUT: "tab:blue", SCALE_UP: "tab:orange"}
 
 
-def _axes(ax: Any, figsize: tuple[float, float] = (7, 3.5)):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
 
 
 def _nan(values: list[Any]) -> list[float]:

@@ -29,7 +29,7 @@ import pydantic
 from pydantic import Field, field_validator, model_validator
 
 from simulator.chains import StepMaker, render
-from simulator.config import FlashSaleConfig, Fault, StrictModel
+from simulator.config import FlashSaleConfig, Fault, StrictModel, split_commas
 from simulator.history import Op
 
 if TYPE_CHECKING:
@@ -43,9 +43,7 @@ CRASH_POINTS = ("consumer:after-commit", "consumer:after-stock")
 CRASHED = "consumer-1"  # the consumer the crash experiments kill
 
 
-def _split(v: Any) -> Any:
-    """Let a tuple field be given as "a,b" (how the command line passes it)."""
-    return tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
+_split = split_commas  # tuple fields also accept "a,b", as the command line passes them
 
 
 class DuplicatesConfig(StrictModel):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
-from simulator.config import FlashSaleConfig, Fault, StrictModel
+from simulator.config import FlashSaleConfig, Fault, StrictModel, split_commas
 from simulator.history import Op
 
 if TYPE_CHECKING:
@@ -51,9 +51,7 @@ _EXAMPLE_KINDS = ("lost", "oversold", "double_granted", "duplicated")
 BURST_SHARE = 0.7  # expected share of the submissions that arrive in the burst
 
 
-def _split(v: Any) -> Any:
-    """Let a tuple field be given as "a,b" (how the command line passes it)."""
-    return tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
+_split = split_commas  # tuple fields also accept "a,b", as the command line passes them
 
 
 class LossConfig(StrictModel):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, get_args
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
-from simulator.config import FlashSaleConfig, Fault, StrictModel
+from simulator.config import FlashSaleConfig, Fault, StrictModel, split_commas
 from simulator.flow import CRASH_POINTS, STOCK_KEY
 
 if TYPE_CHECKING:
@@ -67,9 +67,7 @@ _VICTIM = {"api:after-save": "producer", "api:after-publish": "producer",
 assert set(_VICTIM) == set(CRASH_POINTS), "a new crash point needs a victim here"
 
 
-def _split(value: Any) -> Any:
-    """The CLI hands a tuple field over as one string: ``a,b`` means ``("a", "b")``."""
-    return tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else value
+_split = split_commas  # tuple fields also accept "a,b", as the command line passes them
 
 
 class OutboxConfig(StrictModel):

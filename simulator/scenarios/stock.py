@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Mapping, get_args
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
-from simulator.config import REDIS_STRATEGIES, FlashSaleConfig, StockStrategy, StrictModel
+from simulator.config import REDIS_STRATEGIES, FlashSaleConfig, StockStrategy, StrictModel, split_commas
 from simulator.flow import STOCK_KEY
 
 if TYPE_CHECKING:
@@ -52,9 +52,7 @@ LATE_TOLERANCE_S = 0.005
 BENCH_KEY = "bench:stock"
 
 
-def _split(value: Any) -> Any:
-    """The CLI hands a tuple field over as one string: ``a,b`` means ``("a", "b")``."""
-    return tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else value
+_split = split_commas  # tuple fields also accept "a,b", as the command line passes them
 
 
 class StockConfig(StrictModel):

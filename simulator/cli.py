@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--plot", metavar="PATH", default=None,
                            help=f"where to write the plot (default out/{scenario.name}.png; "
                                 "not written with --json unless given)")
+    from real_adapters.cli import add_commands  # `worker` and `real`; imports no client library
+
+    add_commands(sub, _Parser)
     return parser
 
 
@@ -162,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for scenario in SCENARIOS.values():
                 print(f"{scenario.name:<{width}}  {scenario.description}")
             return 0
+        if args.command in ("worker", "real"):
+            from real_adapters.cli import dispatch
+
+            return dispatch(args)
         return _run(args)
     except InputError as exc:
         print(f"mqlab: error: {exc}", file=sys.stderr)

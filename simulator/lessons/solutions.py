@@ -252,3 +252,29 @@ issues the voucher, so there is nothing to undo.
 from simulator.lessons.lesson07_outbox import run, summary
 print(summary(run(7, submissions=60, patterns="outbox+compensation", columns="consumer:after-stock")))
 """)
+
+
+# --------------------------------------------------------------------------- lesson 10
+add(10, 1, """
+With auto ack the broker forgets a message the moment it hands it over, so everything worker 1 had
+prefetched but not finished dies with it: the checker counts those submissions lost. With manual ack the
+broker keeps them unacked until the commit; the dead connection puts them back in the queue and worker 2
+takes them (the redeliveries), so nothing is lost.
+""", """
+from simulator.lessons.lesson10_real import panel_run, panel_summary
+base = {"seed": 7, "consumers": 2, "gateway_latency_ms": 20.0, "kill_at": 0.8, "stock_strategy": "redis-lua"}
+for ack in ("manual", "auto"):
+    print(panel_summary(panel_run({**base, "ack": ack})))
+""")
+add(10, 2, """
+The strategy is the flaw; the kill only exposes it. A GET followed by a SET is not atomic: in this seed the
+two workers never happened to read the same count without a fault, but with the kill the redelivered
+messages make them interleave and one unit is sold twice (oversold 1). The Lua script decrements and
+checks in one Redis command, so it never oversells, kill or not.
+""", """
+from simulator.lessons.lesson10_real import panel_run, panel_summary
+base = {"seed": 7, "consumers": 2, "gateway_latency_ms": 20.0, "ack": "manual"}
+for strategy in ("redis-get-set", "redis-lua"):
+    for kill_at in ("never", 0.8):
+        print(panel_summary(panel_run({**base, "stock_strategy": strategy, "kill_at": kill_at})))
+""")

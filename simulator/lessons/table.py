@@ -38,6 +38,7 @@ ROWS: dict[str, str] = {
     "D3": "exchange types: direct, fanout, topic, headers",
     "D4": "RabbitMQ features: priority, TTL, dead-letter queue, max length",
     "D5": "RabbitMQ or Kafka: queue vs partitioned log",
+    "E1": "the design on real RabbitMQ, Redis and PostgreSQL: the same checker, an audit that reconciles",
 }
 
 
@@ -148,6 +149,15 @@ LESSONS: tuple[Lesson, ...] = (
                   "across every component", "trace"),
             Claim(("C6",), "payloads written with a drifted schema all go to the dead-letter queue and "
                   "none reaches the handler; the dashboard shows depth and unacked", "schema"))),
+    Lesson(10, "real-services", "Real services",
+           "The simulator showed the design safe. Does it survive real RabbitMQ, Redis and PostgreSQL?",
+           "flash-sale", "lesson10_real",
+           (Claim(("E1",), "on the real services the safe design loses, doubles and oversells nothing, grants "
+                  "exactly the stock, and the audit of Redis, queue and database reconciles", "real_safe"),
+            Claim(("E1",), "a worker SIGKILLed mid-send loses nothing: its unacked messages are redelivered and "
+                  "the dedupe row keeps one voucher each", "real_kill"),
+            Claim(("D1", "D5"), "the model given the real run's scenario and fault agrees with the real broker "
+                  "on whether anything is lost, doubled or oversold", "conformance"))),
 )
 
 

@@ -52,6 +52,12 @@ def mask(url: str) -> str:
         if ":" in userinfo:
             hidden = userinfo.split(":", 1)[0] + ":***@" + host
             url = url.replace("//" + netloc, "//" + hidden, 1)
+    elif "@" in url:
+        # malformed (no "//", scheme forgotten): whatever stands between the last ':' and the
+        # '@' may be a password, so hide it rather than trust the parse
+        head, tail = url.rsplit("@", 1)
+        if ":" in head:
+            url = head.rsplit(":", 1)[0] + ":***@" + tail
     return _SECRET_QUERY.sub(r"\1***", url)
 
 

@@ -9,12 +9,17 @@ them the same way in the SimPy world and against real services.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """Escape line breaks, so user-supplied text cannot split an error over several lines."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class InputError(ValueError):
     """Bad user input: one line naming the field, the value and what is allowed."""
 
     def __init__(self, field: str, value: object, allowed: str):
         self.field, self.value, self.allowed = field, value, allowed
-        super().__init__(f"{field}: got {value!r}; allowed: {allowed}")
+        super().__init__(one_line(f"{field}: got {value!r}; allowed: {allowed}"))
 
 
 class ServiceDown(RuntimeError):
@@ -46,4 +51,4 @@ class UsageError(InputError):
 
     def __init__(self, message: str):
         self.field, self.value, self.allowed = "command line", None, message
-        ValueError.__init__(self, message)
+        ValueError.__init__(self, one_line(message))

@@ -64,7 +64,11 @@ class Consumer:
                     self.handled += 1
             except ChannelClosed:
                 self.busy = False
-                yield self.env.timeout(cfg.reconnect_s)
+                try:
+                    yield self.env.timeout(cfg.reconnect_s)
+                except simpy.Interrupt as stop:  # killed while waiting to reconnect
+                    if not (yield from self._dead(stop.cause)):
+                        return
             except simpy.Interrupt as stop:
                 if not (yield from self._dead(stop.cause)):
                     return

@@ -30,7 +30,8 @@ class ApiServer:
         self.threads = Semaphore(env, threads, name=f"{name}.threads")
         self._cpu_time = cpu_time
         self.up = True
-        self.active: set[simpy.Process] = set()
+        # a dict keeps arrival order: a crash interrupts requests in the same order every run
+        self.active: dict[simpy.Process, None] = {}
 
     @property
     def connections(self) -> int:
@@ -39,8 +40,8 @@ class ApiServer:
     def handle(self, work: Callable[[], Generator[Any, Any, int]]) -> simpy.Process:
         """Start handling one request; the process's value is the HTTP status."""
         proc = self.env.process(self._handle(work))
-        self.active.add(proc)
-        proc.callbacks.append(lambda _e: self.active.discard(proc))
+        self.active[proc] = None
+        proc.callbacks.append(lambda _e: self.active.pop(proc, None))
         return proc
 
     def _handle(self, work: Callable[[], Generator[Any, Any, int]]):

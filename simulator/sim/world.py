@@ -306,6 +306,8 @@ class World:
                 self.history.record("info", "restart", self.servers[index].name, component="server")
             return
         if target == "relay":
+            if self.relay is not None and self.relay.is_alive:
+                return  # an earlier restart already brought it back: never two relays
             self.history.record("info", "restart", "relay", component="relay")
             self.relay = self.env.process(self._relay())
             return

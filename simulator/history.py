@@ -41,9 +41,38 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from json import encoder as _json_encoder
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 OP_TYPES = ("invoke", "ok", "fail", "info")
+
+
+def _make_encoder() -> Any:
+    """The C encoder ``json.dumps(obj, sort_keys=True, separators=(",", ":"))`` builds, built once.
+
+    ``json.dumps`` makes a new encoder object per call, which is most of its cost for a small
+    dict; every op is encoded once for the history hash, so this is reused instead.  The
+    arguments are exactly the ones ``JSONEncoder.iterencode`` passes, so the bytes are the same.
+    """
+    make = _json_encoder.c_make_encoder
+    if make is None:  # no C accelerator (another Python): json.dumps is used
+        return None
+    return make({}, json.JSONEncoder().default, _json_encoder.encode_basestring_ascii, None,
+                ":", ",", True, False, True)
+
+
+_encode = _make_encoder()
+
+
+def canonical_json(d: dict[str, Any]) -> str:
+    """``json.dumps(d, sort_keys=True, separators=(",", ":"))``, with the encoder reused."""
+    global _encode
+    if _encode is not None:
+        try:
+            return "".join(_encode(d, 0))
+        except Exception:  # noqa: BLE001 - json.dumps below raises the error callers expect
+            _encode = _make_encoder()  # its circular-reference memo may keep entries now
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,7 +98,7 @@ class Op:
 
     def to_json(self) -> str:
         """Canonical form: sorted keys, no spaces; the same op always gives the same bytes."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Op":

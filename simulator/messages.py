@@ -39,8 +39,41 @@ def _validator() -> jsonschema.protocols.Validator:
     return cls(SUBMISSION_SCHEMA)
 
 
+_KINDS = frozenset(SUBMISSION_SCHEMA["properties"]["kind"]["enum"])
+_REQUIRED = frozenset(SUBMISSION_SCHEMA["required"])
+_ALLOWED = frozenset(SUBMISSION_SCHEMA["properties"])
+
+
+def _plainly_valid(body: Any) -> bool:
+    """A strict subset of the schema, checked by hand: True only for a body the schema accepts.
+
+    Every consumer validates every delivery, and jsonschema costs ~50-100 us a call; this
+    costs ~1 us.  It only ever says "valid" (exact types, no bool-for-int), so anything it is
+    unsure of still goes to jsonschema, and the answer and error text never change.
+    """
+    if type(body) is not dict:
+        return False
+    keys = body.keys()
+    if not (_REQUIRED <= keys and keys <= _ALLOWED):
+        return False
+    sid, uid, version = body["submission_id"], body["user_id"], body["schema_version"]
+    if type(version) is not int or version != SCHEMA_VERSION:
+        return False
+    if type(sid) is not str or not sid or type(uid) is not str or not uid:
+        return False
+    if type(body["answers"]) is not dict:
+        return False
+    seq = body.get("seq", 0)
+    if type(seq) is not int or seq < 0:
+        return False
+    kind = body.get("kind", "submit")
+    return type(kind) is str and kind in _KINDS
+
+
 def payload_error(body: Any) -> str | None:
     """Return ``None`` for a valid submission payload, else one line saying what is wrong."""
+    if _plainly_valid(body):
+        return None
     error = jsonschema.exceptions.best_match(_validator().iter_errors(body))
     if error is None:
         return None

@@ -1,0 +1,484 @@
+"""Real-service rows: MQ Lab's adapters against raw pika / redis-py / sqlite3 scripts doing the
+same work on the same RabbitMQ and Redis, interleaved in the same run.
+
+Rates are per wall second (the work is round trips; the client's CPU is reported beside it
+as CPU microseconds per operation, which is where an adapter's own overhead shows).  Every run
+uses fresh names (an AMQP namespace, a Redis key prefix, SQLite files in a temporary folder)
+and removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks import references_real as raw
+from benchmarks.common import ROOT, Row, Section, Stat, Timing, timed
+from simulator.flow import ROUTING_KEY
+from simulator.messages import Message, submission_body
+
+WINDOWS = (10, 100, 1000)
+PREFETCHES = (1, 10, 100)
+STOCK = "bench:stock"
+GATEWAY_MS = 20
+
+
+def _sizes(quick: bool) -> dict[str, int]:
+    if quick:
+        return {"sync": 100, "async": 200, "plain": 200, "consume": 200, "flow": 100, "redis": 300,
+                "pipelined": 2_000}
+    return {"sync": 2_000, "async": 10_000, "plain": 10_000, "consume": 5_000, "flow": 2_000,
+            "redis": 10_000, "pipelined": 100_000}
+
+
+class _Probe:
+    def __init__(self) -> None:
+        from real_adapters.settings import Settings, mask
+
+        self.settings = Settings.from_env()
+        self.amqp_url, self.redis_url = self.settings.amqp_url, self.settings.redis_url
+        self.rabbit_version: str | None = None
+        self.redis_version: str | None = None
+        self.rabbit_problem = self.redis_problem = ""
+        try:
+            import pika
+
+            params = pika.URLParameters(self.amqp_url)
+            params.connection_attempts, params.socket_timeout = 1, 1.5
+            conn = pika.BlockingConnection(params)
+            self.rabbit_version = str(conn._impl.server_properties.get("version", "?"))
+            conn.close()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+            self.rabbit_problem = (f"RabbitMQ not reachable at {mask(self.amqp_url)} "
+                                   f"({type(exc).__name__})")
+        if self.settings.fake_redis:
+            self.redis_problem = "MQLAB_REDIS_URL / MQLAB_OFFLINE ask for fakeredis, not a real Redis"
+        else:
+            try:
+                import redis
+
+                client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1.5, socket_timeout=1.5)
+                self.redis_version = str(client.info("server").get("redis_version", "?"))
+                client.close()
+            except Exception as exc:  # noqa: BLE001
+                self.redis_problem = f"Redis not reachable at {mask(self.redis_url)} ({type(exc).__name__})"
+
+
+def _message(tag: str, i: int) -> Message:
+    return Message(f"{tag}-{i}", f"c-{tag}-{i}", ROUTING_KEY, submission_body(f"{tag}-{i}", f"user-{i}", seq=i),
+                   persistent=True, timestamp=time.time())
+
+
+def _raw_factory(tag: str) -> Callable[[int], Any]:
+    return lambda i: raw.body_and_properties(submission_body(f"{tag}-{i}", f"user-{i}", seq=i),
+                                             f"{tag}-{i}", f"c-{tag}-{i}")
+
+
+Runner = Callable[[str], Any]  # tag -> count, or (count, (wall, cpu)) when it times itself
+
+
+def _pair_row(sec: Section, id: str, label: str, n: int, repeats: int, adapter: Runner | None,
+              reference: Runner, adapter_na: str = "", prepare: Callable[[str], None] | None = None) -> Row:
+    """Interleave adapter and raw runs (alternating who goes first) and fill one row.
+
+    ``prepare(tag)`` runs before each timed run, off the clock (filling the queue to consume).
+    A runner that returns ``(count, (wall, cpu))`` has timed its own measured part.
+    """
+    row = Row(id, sec.name, label, group=sec.group)  # added to the section only once complete
+    runs: dict[str, list[Timing]] = {"adapter": [], "raw": []}
+    sides = {"adapter": adapter, "raw": reference}
+    for rep in range(repeats):
+        order = ["adapter", "raw"] if rep % 2 == 0 else ["raw", "adapter"]
+        for side in order:
+            fn = sides[side]
+            if fn is None:
+                continue
+            tag = f"{side[0]}{rep}{uuid.uuid4().hex[:6]}"
+            if prepare is not None:
+                prepare(tag)
+            done, t = timed(lambda: fn(tag))
+            if isinstance(done, tuple):
+                done, (wall, cpu) = done
+                t = Timing(wall, cpu)
+            _expect(done, n, f"{id} {side}")
+            runs[side].append(t)
+    raw_rate = Stat.of(n / t.wall for t in runs["raw"])
+    if adapter is None:
+        for col in ("adapter op/s", "raw op/s", "adapter/raw", "adapter CPU us/op", "raw CPU us/op"):
+            if col.startswith("adapter"):
+                row.set_na(col, adapter_na)
+            else:
+                row.values[col] = raw_rate if col == "raw op/s" else \
+                    Stat.of(t.cpu / n * 1e6 for t in runs["raw"])
+    else:
+        adapter_rate = Stat.of(n / t.wall for t in runs["adapter"])
+        row.values.update({"adapter op/s": adapter_rate, "raw op/s": raw_rate,
+                           "adapter/raw": adapter_rate.median / raw_rate.median,
+                           "adapter CPU us/op": Stat.of(t.cpu / n * 1e6 for t in runs["adapter"]),
+                           "raw CPU us/op": Stat.of(t.cpu / n * 1e6 for t in runs["raw"])})
+    row.values["n"] = n
+    sec.rows.append(row)
+    return row
+
+
+def _guard(sec: Section, id: str, label: str, body: Callable[[], Any], recover: Callable[[], None]) -> None:
+    """Run one row's measurement; if it fails (a service went away mid-run), let ``recover``
+    wait for the service and reset, and try once more; a second failure is an n/a row."""
+    last: BaseException | None = None
+    for attempt in range(2):
+        try:
+            body()
+            return
+        except Exception as exc:  # noqa: BLE001 - reported in the row
+            last = exc
+            if attempt == 0:
+                try:
+                    recover()
+                except Exception:  # noqa: BLE001 - the retry will fail and say so
+                    pass
+    sec.row(id, label).na = (f"n/a: failed twice, the service went away during the run "
+                             f"({type(last).__name__}: {str(last)[:160]})")
+
+
+def _expect(done: int, n: int, what: str) -> None:
+    if done != n:
+        raise RuntimeError(f"{what}: completed {done} of {n}")
+
+
+def run(quick: bool, repeats: int) -> tuple[Section, dict[str, str]]:
+    sec = Section("real")
+    probe = _Probe()
+    versions = {"RabbitMQ": probe.rabbit_version or "unreachable", "Redis": probe.redis_version or "unreachable"}
+    sizes = _sizes(quick)
+    sec.notes.append("Adapter = MQ Lab's real_adapters (BrokerPort over pika BlockingConnection, RedisPort, "
+                     "SqlDatabase on SQLite with WAL + synchronous=FULL); raw = the same calls written "
+                     "directly on pika / redis-py / sqlite3 (benchmarks/references_real.py). Messages are "
+                     "persistent, on a durable queue, mandatory off. Sizes: "
+                     + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + ".")
+    if probe.rabbit_problem:
+        sec.notes.append(probe.rabbit_problem + ": broker rows skipped.")
+    if probe.redis_problem:
+        sec.notes.append(probe.redis_problem + ": Redis rows skipped.")
+    tmp = tempfile.TemporaryDirectory(prefix="mqlab-bench-")
+    try:
+        _broker_rows(sec, probe, sizes, repeats, Path(tmp.name))
+        _redis_rows(sec, probe, sizes, repeats)
+    finally:
+        tmp.cleanup()
+    sec.group = "workers"
+    _worker_rows(sec, probe, quick, repeats)
+    return sec, versions
+
+
+# ---------------------------------------------------------------------------- broker rows
+
+FLOW_ROW = "real.consume.decr_ledger_ack"
+FLOW_LABEL = "consume + Redis DECR + ledger insert (SQLite) + ack, prefetch 10"
+BROKER_ROWS = (["real.publish.sync_confirms"] + [f"real.publish.async_w{w}" for w in WINDOWS]
+               + ["real.publish.no_confirms"] + [f"real.consume.prefetch{p}" for p in PREFETCHES]
+               + ["real.consume.decr_ledger_ack"])
+
+
+def _broker_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: int, tmp: Path) -> None:
+    if probe.rabbit_problem:
+        for id in BROKER_ROWS:
+            sec.row(id, id.removeprefix("real.")).na = probe.rabbit_problem
+        return
+    from real_adapters.bootstrap import make_redis_client
+    from real_adapters.broker import BrokerPort
+    from real_adapters.redis_store import RedisPort
+    from real_adapters.settings import Settings
+    from real_adapters.sql import SqlDatabase
+    from simulator.flow import EXCHANGE, QUEUE
+
+    url = probe.amqp_url
+    ns = "bench" + uuid.uuid4().hex[:10]
+    port = BrokerPort(url, namespace=ns, process_name=f"{ns}-adapter")
+    admin = BrokerPort(url, namespace=ns, process_name=f"{ns}-admin")
+    topo = admin.declare_topology(durable=True)
+    exchange, queue = topo.exchange, topo.queue
+    rb = raw.RawBroker(url)
+
+    def recover() -> None:
+        # the broker restarted (or a channel broke): wait for it, redeclare, start clean
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                admin.declare_topology(durable=True)
+                break
+            except Exception:  # noqa: BLE001 - still down
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        admin.purge(QUEUE)
+        port.close()
+        rb.close()
+
+    def settle_queue(expected: int) -> None:
+        # unconfirmed publishes may still be on their way: wait for them, then empty the queue
+        deadline = time.monotonic() + 30
+        while admin.queue_depth(QUEUE) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        admin.purge(QUEUE)
+
+    def adapter_publish(n: int, confirm: bool) -> Runner:
+        def go(tag: str) -> int:
+            for i in range(n):
+                done = port.publish(EXCHANGE, ROUTING_KEY, _message(tag, i), mandatory=False, confirm=confirm)
+                if done.error is not None or done.value not in ("ack", "sent"):
+                    raise RuntimeError(f"adapter publish: {done}")
+            return n
+        return go
+
+    def warm(confirm: bool) -> None:
+        # open both sides' channels before the clock runs (each caches its channel per kind)
+        adapter_publish(1, confirm)("warm")
+        rb.publish(exchange, ROUTING_KEY, _raw_factory("warm"), 1, confirms=confirm)
+        settle_queue(2)
+
+    def prefill(tag: str, n: int) -> None:
+        raw.publish_windowed(url, exchange, ROUTING_KEY, _raw_factory(tag), n, 1000)
+
+    def adapter_consume(n: int, prefetch: int, work: Callable[[Any], None] | None = None) -> int:
+        count = 0
+        for d in port.deliveries(QUEUE, prefetch=prefetch, inactivity_timeout=5.0, max_deliveries=n,
+                                 max_seconds=900):
+            if work is not None:
+                work(d)
+            done = port.ack(d)
+            if done.error is not None or done.value is not True:
+                raise RuntimeError(f"adapter ack: {done}")
+            count += 1
+        return count
+
+    def sync_row() -> None:
+        n = sizes["sync"]
+        warm(True)
+        _pair_row(sec, "real.publish.sync_confirms", "publish, sync confirms (one at a time)", n, repeats,
+                  adapter_publish(n, True),
+                  lambda tag: rb.publish(exchange, ROUTING_KEY, _raw_factory(tag), n, confirms=True))
+        settle_queue(0)
+
+    def window_row(w: int) -> None:
+        n = sizes["async"]
+        _pair_row(sec, f"real.publish.async_w{w}", f"publish, async confirms, window {w}", n, repeats, None,
+                  lambda tag: raw.publish_windowed(url, exchange, ROUTING_KEY, _raw_factory(tag), n, w),
+                  adapter_na="n/a: adapter lacks windowed confirms")
+        settle_queue(0)
+
+    def plain_row() -> None:
+        n = sizes["plain"]
+        warm(False)
+        _pair_row(sec, "real.publish.no_confirms", "publish, no confirms", n, repeats,
+                  adapter_publish(n, False),
+                  lambda tag: rb.publish(exchange, ROUTING_KEY, _raw_factory(tag), n, confirms=False))
+        settle_queue(2 * n * repeats)
+
+    def consume_row(p: int) -> None:
+        n = sizes["consume"]
+        _pair_row(sec, f"real.consume.prefetch{p}", f"consume + manual ack, prefetch {p}", n, repeats,
+                  lambda tag: adapter_consume(n, p), lambda tag: rb.consume(queue, n, p),
+                  prepare=lambda tag: prefill(tag, n))
+        admin.purge(QUEUE)
+
+    def flow_row() -> None:
+        n = sizes["flow"]
+        prefix = f"mqlab-bench:{ns}:"
+        redis_port = RedisPort(make_redis_client(Settings(redis_url=probe.redis_url)), key_prefix=prefix)
+        client = _raw_redis(probe.redis_url)
+        db = SqlDatabase(f"sqlite:///{tmp / 'adapter.sqlite'}")
+        ledger = raw.RawLedger(str(tmp / "raw.sqlite"))
+
+        def adapter_work(d: Any) -> None:
+            left = redis_port.decr(STOCK)
+            began = db.begin()
+            if left.error is not None or began.error is not None:
+                raise RuntimeError(f"adapter work: {left} {began}")
+            tx = began.value
+            tx.insert_ledger(d.message.message_id, d.message.key)
+            if tx.commit().error is not None:
+                raise RuntimeError("adapter commit failed")
+
+        try:
+            redis_port.set(STOCK, 10**12)
+            row = _pair_row(sec, FLOW_ROW, FLOW_LABEL, n, repeats,
+                            lambda tag: adapter_consume(n, 10, adapter_work),
+                            lambda tag: raw.consume_decr_ledger_ack(rb, queue, n, 10, client, prefix + STOCK, ledger),
+                            prepare=lambda tag: prefill(tag, n))
+            row.note = f"ledger rows written: {db.ledger_count() + ledger.count():,} (both sides)"
+        finally:
+            try:
+                redis_port.clear()
+            finally:
+                db.close()
+                ledger.close()
+                client.close()
+        admin.purge(QUEUE)
+
+    try:
+        _guard(sec, "real.publish.sync_confirms", "publish, sync confirms (one at a time)", sync_row, recover)
+        for w in WINDOWS:
+            _guard(sec, f"real.publish.async_w{w}", f"publish, async confirms, window {w}",
+                   lambda w=w: window_row(w), recover)
+        _guard(sec, "real.publish.no_confirms", "publish, no confirms", plain_row, recover)
+        for p in PREFETCHES:
+            _guard(sec, f"real.consume.prefetch{p}", f"consume + manual ack, prefetch {p}",
+                   lambda p=p: consume_row(p), recover)
+        if probe.redis_problem:
+            sec.row(FLOW_ROW, FLOW_LABEL).na = probe.redis_problem
+        else:
+            _guard(sec, FLOW_ROW, FLOW_LABEL, flow_row, recover)
+    finally:
+        for cleanup in (admin.delete_topology, admin.close, port.close, rb.close):
+            try:
+                cleanup()
+            except Exception:  # noqa: BLE001 - a broker that went away cannot be cleaned up
+                pass
+
+
+def _raw_redis(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+# ---------------------------------------------------------------------------- redis rows
+
+def _redis_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: int) -> None:
+    ids = [("real.redis.decr", "Redis DECR, one round trip each"),
+           ("real.redis.decr_pipelined", "Redis DECR, pipelined 100 per round trip"),
+           ("real.redis.check_and_decr", "Redis check-and-decrement script (EVALSHA)")]
+    if probe.redis_problem:
+        for id, label in ids:
+            sec.row(id, label).na = probe.redis_problem
+        return
+    from real_adapters.bootstrap import make_redis_client
+    from real_adapters.redis_store import RedisPort
+    from real_adapters.settings import Settings
+
+    prefix = f"mqlab-bench:{uuid.uuid4().hex[:10]}:"
+    port = RedisPort(make_redis_client(Settings(redis_url=probe.redis_url)), key_prefix=prefix)
+    client = _raw_redis(probe.redis_url)
+    key = prefix + STOCK
+
+    def recover() -> None:
+        deadline = time.monotonic() + 90
+        while not port.ping() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        port.set(STOCK, 10**12)
+
+    def adapter_loop(call: Callable[[str], Any], n: int) -> Callable[[str], int]:
+        def go(_tag: str) -> int:
+            for _ in range(n):
+                done = call(STOCK)
+                if done.error is not None:
+                    raise RuntimeError(f"adapter redis: {done}")
+            return n
+        return go
+
+    n, m = sizes["redis"], sizes["pipelined"]
+    bodies = [
+        lambda: _pair_row(sec, ids[0][0], ids[0][1], n, repeats, adapter_loop(port.decr, n),
+                          lambda _t: raw.redis_decr(client, key, n)),
+        lambda: _pair_row(sec, ids[1][0], ids[1][1], m, repeats, None,
+                          lambda _t: raw.redis_decr_pipelined(client, key, m, 100),
+                          adapter_na="n/a: RedisPort has no pipelining (one round trip per call)"),
+        lambda: _pair_row(sec, ids[2][0], ids[2][1], n, repeats, adapter_loop(port.check_and_decr, n),
+                          lambda _t: raw.redis_check_and_decr(client, key, n)),
+    ]
+    try:
+        port.set(STOCK, 10**12)
+        for (id, label), body in zip(ids, bodies):
+            _guard(sec, id, label, body, recover)
+    finally:
+        for cleanup in (port.clear, port.close, client.close):
+            try:
+                cleanup()
+            except Exception:  # noqa: BLE001 - a server that went away cannot be cleaned up
+                pass
+
+
+# ---------------------------------------------------------------------------- workers and fidelity
+
+WORKER_COUNTS = (1, 2, 4)
+
+
+def _worker_command_exists() -> bool:
+    from simulator.cli import build_parser
+
+    parser = build_parser()
+    actions = parser._subparsers._group_actions if parser._subparsers else []  # noqa: SLF001
+    return any("worker" in (getattr(a, "choices", None) or {}) for a in actions)
+
+
+def _calibrate(workers: tuple[int, ...], per_worker: int, timeout_s: float) -> dict[str, Any]:
+    """``mqlab real calibrate`` in its own process, on a fresh SQLite file; its JSON report."""
+    with tempfile.TemporaryDirectory(prefix="mqlab-bench-cal-") as tmp:
+        cmd = [sys.executable, "-m", "simulator.cli", "real", "calibrate",
+               "--workers", ",".join(map(str, workers)), "--per-worker", str(per_worker),
+               "--gateway-latency-ms", str(GATEWAY_MS), "--database-url", f"sqlite:///{tmp}/calibrate.sqlite",
+               "--json"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
+                              env={**os.environ, "MPLBACKEND": "Agg"})
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"mqlab real calibrate exited {proc.returncode}: " + " | ".join(tail))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _worker_rows(sec: Section, probe: _Probe, quick: bool, repeats: int) -> None:
+    rows = {k: sec.row(f"real.workers.{k}", f"worker scale-out, {k} process(es), {GATEWAY_MS} ms gateway")
+            for k in WORKER_COUNTS}
+    fidelity = sec.row("real.fidelity", "fidelity: calibrated simulation vs measured")
+    everything = [*rows.values(), fidelity]
+    problem = probe.rabbit_problem or probe.redis_problem
+    if problem:
+        for r in everything:
+            r.na = problem
+        return
+    if not _worker_command_exists():
+        for r in rows.values():
+            r.na = "n/a: `mqlab worker` does not exist yet"
+        fidelity.na = "n/a: no calibration yet"
+        return
+    workers = (1,) if quick else WORKER_COUNTS
+    per_worker = 20 if quick else 120
+    reports: list[dict[str, Any]] = []
+    try:
+        for _ in range(1 if quick else repeats):
+            reports.append(_calibrate(workers, per_worker, 600 + 60 * per_worker))
+    except Exception as exc:  # noqa: BLE001 - a broken calibration is a reported n/a, not a crash
+        for r in everything:
+            r.na = f"n/a: calibration failed: {exc}"[:300]
+        return
+    sec.notes.append(
+        f"Workers and fidelity: `mqlab real calibrate --workers {','.join(map(str, workers))} "
+        f"--per-worker {per_worker} --gateway-latency-ms {GATEWAY_MS}` (one profiling run, then one "
+        "measured run per worker count on a backlog, each worker its own `mqlab worker` process; the "
+        "calibrated model predicts each count from the profile alone).")
+    by_k: dict[int, list[dict[str, Any]]] = {k: [] for k in workers}
+    for rep in reports:
+        for entry in rep["rows"]:
+            by_k[int(entry["workers"])].append(entry)
+    one = Stat.of(e["measured"] for e in by_k[1]).median
+    errors: list[float] = []
+    for k, r in rows.items():
+        found = by_k.get(k)
+        if not found:
+            r.na = f"--quick measures 1 worker ({per_worker} submissions) only"
+            continue
+        measured = Stat.of(e["measured"] for e in found)
+        r.values = {"measured msg/s": measured, "vs 1 worker": measured.median / one,
+                    "model msg/s": Stat.of(e["predicted"] for e in found),
+                    "model error %": Stat.of(e["error_pct"] for e in found)}
+        errors += [abs(e["error_pct"]) for e in found]
+    fidelity.values = {"mean abs error %": sum(errors) / len(errors), "worst abs error %": max(errors)}
+    fidelity.note = "calibrated fields: " + ", ".join(
+        f"{k} {v:.3g}" for k, v in sorted(reports[-1]["calibrated"].items()))

@@ -22,6 +22,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# numpy's OpenBLAS worker threads can busy-wait for a while after they start, billing CPU
+# time to a short run; nothing measured here uses BLAS, so one thread each
+QUIET_THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
 
 @dataclass(frozen=True)
 class Stat:
@@ -130,7 +134,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, Timing]:
 
 def run_child(module: str, spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """``python -m module '<spec json>'`` in a fresh interpreter; its last stdout line is JSON."""
-    env = {**os.environ, "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
+    env = {**os.environ, **QUIET_THREADS, "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
     proc = subprocess.run([sys.executable, "-m", module, json.dumps(spec)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:

@@ -1,17 +1,20 @@
 """Run MQ Lab's benchmarks and write RESULTS.md (+ results.json).
 
-    .venv/bin/python -m benchmarks.run             # full: ~an hour on 2 busy cores; writes benchmarks/RESULTS.md
-    .venv/bin/python -m benchmarks.run --quick     # CI: small sizes, 1 repeat, under a minute
-    .venv/bin/python -m benchmarks.run --only engine,scale --repeats 5
+    .venv/bin/python -m benchmarks.run                    # full, writes benchmarks/RESULTS.md (~25 min on 2 busy cores)
+    .venv/bin/python -m benchmarks.run --large-repeats 1  # the same with one 1M run (~16 min)
+    .venv/bin/python -m benchmarks.run --quick            # CI: small sizes, 1 repeat, under a minute
+    .venv/bin/python -m benchmarks.run --only real        # re-measure one section, keep the others
 
 --quick writes to build/benchmarks-quick/ unless --out says otherwise, so CI never overwrites
-the committed full results.
+the committed full results.  --only keeps the other sections of the results.json already in the
+output folder (each section says when it was measured); --render-only rewrites RESULTS.md from it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import timeit
@@ -21,6 +24,8 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # before numpy loads: see common.QUIET_THREADS
 
 from benchmarks import engine, interactive, real, scale  # noqa: E402
 from benchmarks.common import ROOT, Section, Stat, load_now, machine_facts  # noqa: E402
@@ -37,7 +42,7 @@ HOTSPOT_FIXES = [
              "a cProfile of the 10k flash sale (3.6 of 22.6 s): every consumer validates every delivery.",
      "check": "`mqlab run flash-sale --seed 7 --json` history_sha256 b8b485a2… before and after; "
               "every registered scenario's JSON identical with the old and the new function in one "
-              "process (except `loss`, whose output varies between runs of the same code); 200,000 "
+              "process (except `loss`, whose output differed between two runs of the very same code when checked); 200,000 "
               "mutated payloads: the fast path never accepts one jsonschema rejects; "
               "`pytest tests/unit` passes."},
     {"where": "simulator/history.py `Op.to_json`",
@@ -108,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-repeats", type=int, default=None,
                         help="repeats of the largest flash-sale size (default: --repeats)")
     parser.add_argument("--only", default="", help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: rewrite RESULTS.md from the results.json already in --out")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for RESULTS.md and results.json (default benchmarks/; --quick "
                              "build/benchmarks-quick/)")
@@ -122,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     out = args.out or (ROOT / "build" / "benchmarks-quick" if args.quick else ROOT / "benchmarks")
     out.mkdir(parents=True, exist_ok=True)
+    if args.render_only:
+        (out / "RESULTS.md").write_text(render(json.loads((out / "results.json").read_text(encoding="utf-8"))),
+                                        encoding="utf-8")
+        return 0
 
     started = time.perf_counter()
     command = "python -m benchmarks.run" + (" --quick" if args.quick else "") + \

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import redis
 
 from simulator.errors import ServiceDown
-from simulator.ports import Done
+from simulator.ports import Done, hold_key
 
 COMPONENT = "redis"
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)  # BusyLoading is a ConnectionError
@@ -28,6 +28,37 @@ if left == nil or left <= 0 then
   return -1
 end
 return redis.call('DECR', KEYS[1])
+"""
+
+# Reserve one unit for one message: KEYS[1] the counter, KEYS[2] the message's hold, ARGV[1]
+# the caller.  A message that holds a unit already keeps it (fresh = 0) and the caller takes the
+# hold over, so a redelivery after a crash between the decrement and the ledger commit reuses
+# the unit instead of taking (and leaking) another.
+RESERVE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[2], ARGV[1])
+  local level = tonumber(redis.call('GET', KEYS[1]))
+  if level == nil or level < 0 then level = 0 end
+  return {level, 0}
+end
+local left = tonumber(redis.call('GET', KEYS[1]))
+if left == nil or left <= 0 then
+  return {-1, 0}
+end
+left = redis.call('DECR', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1])
+return {left, 1}
+"""
+
+# Give a message's unit back, only if the caller still owns its hold: a hold taken over by a
+# concurrent copy of the message stays with that copy, and a repeated release does nothing.
+RELEASE = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  redis.call('INCR', KEYS[1])
+  return 1
+end
+return 0
 """
 
 
@@ -53,6 +84,8 @@ class RedisPort:
         # register_script runs EVALSHA and reloads the script on NOSCRIPT (the script cache is
         # empty after a Redis restart); it makes no call until first used
         self._check_and_decr = client.register_script(CHECK_AND_DECR)
+        self._reserve = client.register_script(RESERVE)
+        self._release = client.register_script(RELEASE)
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -94,15 +127,29 @@ class RedisPort:
 
     def check_and_decr(self, key: str) -> Done:
         """The new value after an atomic decrement, or -1 when nothing was left (never below 0)."""
+        done = self._script(self._check_and_decr, [self.key(key)])
+        return done if done.error else Done(int(done.value))
+
+    def reserve(self, key: str, msg_id: str, owner: str) -> Done:
+        """``(left, fresh)``: take one unit for ``msg_id`` and hold it for ``owner``, or take
+        over the hold the message already has (``fresh`` False)."""
+        done = self._script(self._reserve, [self.key(key), self.key(hold_key(key, msg_id))], [owner])
+        return done if done.error else Done((int(done.value[0]), bool(int(done.value[1]))))
+
+    def release(self, key: str, msg_id: str, owner: str) -> Done:
+        """Give ``msg_id``'s unit back if ``owner`` still owns its hold; False otherwise."""
+        done = self._script(self._release, [self.key(key), self.key(hold_key(key, msg_id))], [owner])
+        return done if done.error else Done(bool(int(done.value)))
+
+    def _script(self, script: Any, keys: list[str], args: list[str] | None = None) -> Done:
         try:
-            done = self._call(self._check_and_decr, keys=[self.key(key)])
+            return self._call(script, keys=keys, args=args or [])
         except redis.exceptions.ResponseError as exc:
             if "unknown command" in str(exc).lower():
                 # fakeredis without its Lua runtime: say what is missing instead of a Redis error
                 raise RuntimeError("this Redis client cannot run Lua scripts; fakeredis needs the "
                                    "'lupa' package (pip install 'fakeredis[lua]')") from exc
             raise
-        return done if done.error else Done(int(done.value))
 
     # ------------------------------------------------------------------ for the world and tests
     def delete(self, *keys: str) -> int:

@@ -158,6 +158,7 @@ class Runner:
         metrics.update(peak_queue_depth=self.peak_depth, wall_seconds=round(time.time() - started, 3),
                        workers=self.cfg.consumers)
         run = {"namespace": self.ns, "run_dir": str(self.run_dir), "timed_out": timed_out, "host": host,
+               "peak_rss_mib": _peak_rss_mib(self.run_dir),
                "errors": self.errors, "database": self.opts.settings.database_kind,
                "services": {"amqp": mask(self.opts.settings.amqp_url),
                             "redis": mask(self.opts.settings.redis_url),
@@ -330,6 +331,12 @@ class Runner:
                 step()
             except Exception as exc:  # noqa: BLE001 - cleanup must not hide the run's own result
                 self.errors.append(f"cleanup {step.__name__}: {type(exc).__name__}")
+
+
+def _peak_rss_mib(run_dir: Path) -> dict[str, float]:
+    """Each worker process's peak RSS in MiB, by process file stem (written on a clean exit)."""
+    return {p.name[: -len(".proc.json")]: json.loads(p.read_text(encoding="utf-8"))["peak_rss_mib"]
+            for p in sorted(run_dir.glob("*.proc.json"))}
 
 
 def _cpu_seconds(run_dir: Path) -> float:

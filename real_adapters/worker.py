@@ -8,6 +8,7 @@ command line, where ``ps`` would show a password), the scenario from ``--config`
 * ``<name>.<pid>.jsonl``        its history, one op per line, flushed per op
 * ``<name>.<pid>.ready``        once it is connected and about to consume
 * ``<name>.<pid>.timings.json`` per-operation service times, on a clean exit
+* ``<name>.<pid>.proc.json``    its peak RSS, on a clean exit
 
 It stops on SIGTERM/SIGINT (after the message in hand), after ``--idle-exit-s`` with nothing
 to do, or at ``--max-seconds``.  ``--crash-point POINT#N`` makes it SIGKILL itself the N-th
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import time
 from dataclasses import dataclass, field
@@ -119,6 +121,10 @@ class Context:
 
     def close(self) -> None:
         self.timings.write(self.opts.run_dir / f"{self.stem}.timings.json")
+        # the process's memory high-water mark, so a run can show client memory stayed bounded
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        (self.opts.run_dir / f"{self.stem}.proc.json").write_text(
+            json.dumps({"peak_rss_mib": round(peak_mib, 1)}), encoding="utf-8")
         close_ports(self.ports)
         self.sink.close()
 

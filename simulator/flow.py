@@ -201,22 +201,25 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
     yield ports.db.login(user)  # authenticate: the member lookup the seed says drags down logins
     if policy.dedupe == "redis" and not (yield ports.redis.set_nx(f"seen:{mid}", 1)):
         return "duplicate"
-    redis_left = None
+    redis_left, fresh = None, False
     if policy.stock_strategy in REDIS_STRATEGIES:
-        redis_left = yield from take_stock(ports, policy)
+        redis_left, fresh = yield from _take_redis_stock(ports, policy, mid, process)
         if redis_left is None:
-            if policy.dedupe == "db":
-                yield from _record_outcome(ports, mid)
+            # an earlier delivery may have answered this message already (its ack was lost):
+            # then this is a duplicate, not a sold-out answer
+            if policy.dedupe == "db" and not (yield from _record_outcome(ports, mid)):
+                return "duplicate"
             return "sold_out"
-        rec("ok", "stock", process, {"left": redis_left}, msg_id=mid, corr_id=corr)
+        rec("ok", "stock", process, {"left": redis_left} if fresh else
+            {"left": redis_left, "reused": True}, msg_id=mid, corr_id=corr)
         yield from checkpoint(ports, "consumer:after-stock", process)
     try:
         # begin() is inside the try: a DB that drops before BEGIN must give the stock back too
         tx = yield ports.db.begin()
         if policy.dedupe == "db" and not (yield tx.insert_processed(mid)):
             yield tx.rollback()
-            if redis_left is not None:
-                yield from compensate(ports, msg, process)
+            if fresh:
+                yield from compensate(ports, policy, msg, process)
             return "duplicate"
         if policy.stock_strategy in DB_STRATEGIES:
             left = yield from take_stock(ports, policy, tx)
@@ -227,8 +230,9 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
         yield tx.insert_ledger(mid, user)
         yield tx.commit()
     except ServiceDown:
-        if redis_left is not None:
-            yield from compensate(ports, msg, process)
+        # a reused hold stays: its ledger row may exist already, or the next delivery uses it
+        if fresh:
+            yield from compensate(ports, policy, msg, process)
         raise
     rec("ok", "grant", process, {"user": user}, msg_id=mid, corr_id=corr)
     sent = yield ports.gateway.send(user, mid)
@@ -236,20 +240,38 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
     return "granted"
 
 
+def _take_redis_stock(ports: Ports, policy: Policy, msg_id: str, process: str) -> Step:
+    """``(left, fresh)``: the level after taking a unit (None when sold out), and whether this
+    call took it.  The Lua strategy reserves per message, so a redelivery after a crash takes
+    over its earlier unit (fresh False) instead of taking another."""
+    if policy.stock_strategy == "redis-lua":
+        left, fresh = yield ports.redis.reserve(STOCK_KEY, msg_id, process)
+        return (left if left >= 0 else None), fresh
+    left = yield from take_stock(ports, policy)
+    return left, left is not None
+
+
 def _record_outcome(ports: Ports, msg_id: str) -> Step:
     """Remember that a message was answered (sold out), so redeliveries and the
-    reconciliation batch treat it as handled."""
+    reconciliation batch treat it as handled; False if it had been answered before."""
     tx = yield ports.db.begin()
     if (yield tx.insert_processed(msg_id)):
         yield tx.commit()
-    else:
-        yield tx.rollback()
+        return True
+    yield tx.rollback()
+    return False
 
 
-def compensate(ports: Ports, msg: Message, process: str) -> Step:
-    """Give a Redis decrement back when the DB step did not happen (a compensating action)."""
+def compensate(ports: Ports, policy: Policy, msg: Message, process: str) -> Step:
+    """Give back the unit this delivery took when its DB step did not happen (a compensating
+    action): the Lua strategy releases the message's hold if it still owns it, the others INCR."""
     try:
-        yield ports.redis.incr(STOCK_KEY)
+        if policy.stock_strategy == "redis-lua":
+            # False when a concurrent copy of the message took the hold over: it is theirs now
+            if not (yield ports.redis.release(STOCK_KEY, msg.message_id, process)):
+                return False
+        else:
+            yield ports.redis.incr(STOCK_KEY)
     except ServiceDown:
         return False
     ports.history.record("ok", "compensate", process, None, msg_id=msg.message_id,
@@ -267,17 +289,22 @@ def handle_delivery(ports: Ports, policy: Policy, delivery: Delivery, process: s
     problem = payload_error(msg.body)
     if problem is not None:
         # the schema gate: an invalid payload never reaches the business handler
-        if policy.ack == "manual":
-            yield ports.broker.reject(delivery, requeue=False)
+        rejected = ports.broker.reject(delivery, requeue=False) if policy.ack == "manual" else None
         rec("ok", "dequeue", process, {"outcome": "invalid", "error": problem},
             msg_id=mid, corr_id=corr)
+        if rejected is not None:
+            yield rejected
         return "invalid"
     outcome = yield from grant_voucher(ports, policy, msg, process)
     yield from checkpoint(ports, "consumer:after-commit", process)
-    if policy.ack == "manual":
-        acked = yield ports.broker.ack(delivery)
-        rec("ok" if acked else "fail", "ack", process, None, msg_id=mid, corr_id=corr)
+    # basic.ack has no reply in AMQP: the broker forgets the message as the ack goes out, so
+    # the dequeue is recorded then, not after the round trip (a consumer killed in between
+    # has still consumed it)
+    acking = ports.broker.ack(delivery) if policy.ack == "manual" else None
     rec("ok", "dequeue", process, {"outcome": outcome, **_order(msg)}, msg_id=mid, corr_id=corr)
+    if acking is not None:
+        acked = yield acking
+        rec("ok" if acked else "fail", "ack", process, None, msg_id=mid, corr_id=corr)
     return outcome
 
 

@@ -81,7 +81,7 @@ def plot_safety_stock(result: Any, ax: Any = None) -> Figure:
     """Per safety stock: decrements the AOF everysec crash rolled back, and the oversell left."""
     fig, ax = _axes(ax)
     rows = result.safety
-    _bar_pair(ax, [r["redis_lost_writes"] or 0 for r in rows], [r["oversold"] for r in rows],
+    _bar_pair(ax, [r["redis_lost_decrements"] or 0 for r in rows], [r["oversold"] for r in rows],
               {"color": "tab:orange", "label": "decrements lost by Redis"},
               {"color": "tab:red", "label": "vouchers oversold"})
     ax.set_xticks(range(len(rows)), [str(r["safety_stock"]) for r in rows])

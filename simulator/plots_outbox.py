@@ -17,7 +17,7 @@ from simulator.plots import _axes  # noqa: E402
 # red what the lesson must never allow, grey a cell the flow cannot produce
 STATE_COLOURS = {
     "ok": "#7fc97f", "conserved": "#7fc97f",
-    "duplicate": "#9ecae1", "restored": "#9ecae1",
+    "duplicate": "#9ecae1", "restored": "#9ecae1", "reused": "#9ecae1",
     "orphan": "#fdae61", "ghost": "#b39ddb",
     "lost": "#e34a33", "double-grant": "#e34a33", "leak": "#e34a33", "over-credit": "#e34a33",
     "n/a": "#e0e0e0",
@@ -32,7 +32,9 @@ def _detail(cell: Any) -> str:
     if state == "duplicate":
         return f"{c['absorbed']} absorbed"
     if state == "restored":
-        return f"{c['compensations']} INCR"
+        return f"{c['compensations']} given back"
+    if state == "reused":
+        return f"{c['reused']} reused"
     if state in ("leak", "over-credit"):
         return f"stock {cell.stock['balance']:+d}"
     if state == "ok" and c["resent"]:

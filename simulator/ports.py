@@ -17,6 +17,10 @@ Port methods (names follow AMQP's and Redis's words):
 ``redis``    get(key) -> int|None, set(key, value), set_nx(key, value, ex=None) -> bool,
              decr(key) -> int, incr(key) -> int, expire(key, seconds) -> bool, ttl(key) -> int,
              check_and_decr(key) -> int  (atomic script: the new value, or -1 when nothing is left)
+             reserve(key, msg_id, owner) -> (left, fresh)  (atomic script: take one unit for the
+             message and record it under ``hold_key``, or take over the hold it already has)
+             release(key, msg_id, owner) -> bool  (atomic script: if ``owner`` still owns the
+             hold, drop it and give the unit back)
 ``db``       begin() -> Transaction;  Transaction: insert_processed(msg_id) -> bool (False on a
              duplicate key), insert_ledger(msg_id, user) -> bool, insert_submission(msg_id, user),
              insert_outbox(msg_id, payload), decrement_stock() -> int|None (``UPDATE ... SET
@@ -46,6 +50,11 @@ class Done:
 
 
 Step = Generator[Any, Any, Any]
+
+
+def hold_key(key: str, msg_id: str) -> str:
+    """The Redis key that records the unit of ``key`` reserved for one message (both worlds)."""
+    return f"{key}:hold:{msg_id}"
 
 
 def drive(step: Step) -> Any:

@@ -10,7 +10,8 @@ from simulator.lessons.panel import Panel, build_panel, dropdown
 from simulator.lessons.table import lesson
 
 LESSON = lesson(7)
-PATTERNS = ("db-then-publish", "publish-then-db", "outbox", "db-then-publish+reconcile", "outbox+compensation")
+PATTERNS = ("db-then-publish", "publish-then-db", "outbox", "db-then-publish+reconcile", "outbox+compensation",
+            "outbox+reservation")
 COLUMNS = ("none", "api:after-save", "api:after-publish", "relay:after-publish", "consumer:after-stock",
            "consumer:after-commit", "db-down")
 
@@ -74,6 +75,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "outbox: the relay crashes after publishing": {"pattern": "outbox", "crash": "relay:after-publish"},
     "reconciliation re-sends the orphan": {"pattern": "db-then-publish+reconcile"},
     "compensation: DB down, stock given back": {"pattern": "outbox+compensation", "crash": "db-down"},
+    "reservation: a consumer dies after taking stock": {"pattern": "outbox+reservation",
+                                                        "crash": "consumer:after-stock"},
 }
 
 
@@ -90,6 +93,7 @@ def panel(seed: int = 7) -> Panel:
 def key_numbers(result: Any) -> dict[str, Any]:
     pp, s = result.metrics["per_pattern"], _states(result)
     comp = [cell for cell in result.cells if cell.pattern == "outbox+compensation"]
+    held = [cell for cell in result.cells if cell.pattern == "outbox+reservation"]
     return {
         **{f"orphans_{p}": pp[p]["orphan"] for p in PATTERNS if p in pp},
         **{f"ghosts_{p}": pp[p]["ghost"] for p in PATTERNS if p in pp},
@@ -99,6 +103,8 @@ def key_numbers(result: Any) -> dict[str, Any]:
         "compensation_restored": sum(cell.state == "restored" for cell in comp),
         "compensation_over_credit": sum(cell.state == "over-credit" for cell in comp),
         "compensation_leaks": sum(cell.state == "leak" for cell in comp),
+        "reservation_reused": sum(cell.state == "reused" for cell in held),
+        "reservation_leaks": sum(cell.state in ("leak", "over-credit") for cell in held),
         "db_then_publish_after_save": s[("db-then-publish", "api:after-save")],
         "publish_then_db_after_publish": s[("publish-then-db", "api:after-publish")],
     }
@@ -108,7 +114,8 @@ CHECKS = {
     "outbox": lambda n: n["orphans_db-then-publish"] > 0 and n["ghosts_publish-then-db"] > 0
     and n["orphans_outbox"] == 0 and n["ghosts_outbox"] == 0 and n["orphans_db-then-publish+reconcile"] == 0
     and n["reconcile_resent"] > 0 and n["double_granted_all"] == 0 and n["lost_all"] == 0
-    and n["compensation_restored"] > 0 and n["compensation_over_credit"] == 0,
+    and n["compensation_restored"] > 0 and n["compensation_over_credit"] == 0
+    and n["reservation_reused"] > 0 and n["reservation_leaks"] == 0,
 }
 
 
@@ -120,8 +127,8 @@ def cells() -> list[c.Cell]:
     L = LESSON
     return [
         c.title(L, "every write pattern (DB then publish, publish then DB, outbox + relay, + reconciliation, "
-                   "+ compensation) crashed at every named point of the flow, each run judged by the checker: "
-                   "orphans, ghosts, duplicates absorbed, stock restored or leaked."),
+                   "+ compensation, + reservation) crashed at every named point of the flow, each run judged "
+                   "by the checker: orphans, ghosts, duplicates absorbed, stock restored, reused or leaked."),
         c.imports("lesson07_outbox"),
         *c.parameters({"SEED": 7, "SUBMISSIONS": 100, "STOCK": 150}),
         c.md("""
@@ -150,9 +157,11 @@ def cells() -> list[c.Cell]:
             """),
         c.code("print(lesson.reasons(result))", check=True),
         c.md("""
-            Reconciliation re-sends the orphan. Compensation gives each failed decrement back exactly once; a
-            consumer that dies between its `DECR` and the `INCR` that would undo it still leaks one voucher, since
-            the flow keeps no reservation record a sweep could restore.
+            Reconciliation re-sends the orphan. Compensation (plain `DECR`, then `INCR` when the DB step fails)
+            gives each failed decrement back exactly once, but a consumer that dies between its `DECR` and that
+            `INCR` leaks one voucher: nothing records which message took it. The reservation row's Lua script
+            records a *hold* per message with the decrement, so the redelivered message reuses its hold and
+            nothing leaks or needs giving back.
             """),
         c.code("""
             from simulator.plots_outbox import plot_crash_matrix, plot_outbox_lag
@@ -164,7 +173,9 @@ def cells() -> list[c.Cell]:
         c.panel(),
         *c.exercise(L, 1, "Why is the outbox's duplicate harmless here, and which lesson's setting would make it "
                           "harmful?"),
-        *c.exercise(L, 2, "Design a fix for the compensation leak at `consumer:after-stock` in two sentences."),
+        *c.exercise(L, 2, "The reservation row does not leak at `consumer:after-stock`. In two sentences: what "
+                          "does its script record, and why does a redelivery take the hold over rather than "
+                          "give it back?"),
         c.md("## Key numbers and the lesson's claims"),
         c.code("""
             numbers = lesson.key_numbers(result)

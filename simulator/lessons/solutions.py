@@ -245,12 +245,15 @@ from simulator.lessons.lesson07_outbox import run, summary
 print(summary(run(7, submissions=60, patterns="outbox", columns="relay:after-publish")))
 """)
 add(7, 2, """
-Record the reservation (message id, taken) durably before or with the DECR, and let a sweep give back
-reservations older than a timeout that have no voucher. Or take the stock inside the DB transaction that
-issues the voucher, so there is nothing to undo.
+The script writes a hold key for the message id in the same atomic step as the decrement, so the unit
+is recorded as "taken by this message" even if the consumer dies before its ledger commit. The
+redelivered copy is the same message, so the unit is rightly its: giving it back and taking another would
+be two commands with a crash window between them, while taking the hold over is one; the hold goes back
+to stock only when the delivery that still owns it fails its DB step.
 """, """
 from simulator.lessons.lesson07_outbox import run, summary
-print(summary(run(7, submissions=60, patterns="outbox+compensation", columns="consumer:after-stock")))
+print(summary(run(7, submissions=60, patterns="outbox+compensation,outbox+reservation",
+                  columns="consumer:after-stock")))
 """)
 
 

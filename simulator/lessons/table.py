@@ -130,7 +130,8 @@ LESSONS: tuple[Lesson, ...] = (
            "outbox", "lesson07_outbox",
            (Claim(("C7",), "naive dual writes leave orphans (DB first) and ghosts (publish first); the outbox "
                   "leaves neither, reconciliation re-sends orphans, compensation gives stock back without "
-                  "over-crediting", "outbox"),)),
+                  "over-crediting, and a per-message reservation leaks nothing when a consumer dies "
+                  "mid-way", "outbox"),)),
     Lesson(8, "routing", "Routing",
            "One 'survey submitted' event must reach stock, ledger and voucher services. How does AMQP "
            "route it?", "routing", "lesson08_routing",

@@ -33,6 +33,7 @@ import pydantic
 from pydantic import Field, field_validator, model_validator
 
 from simulator.config import FlashSaleConfig, Fault, StrictModel, split_commas
+from simulator.flow import STOCK_KEY
 from simulator.history import Op
 
 if TYPE_CHECKING:
@@ -192,6 +193,16 @@ def _redis_events(ops: list[Op]) -> tuple[int | None, int | None]:
     return lost, reseed
 
 
+def _lost_decrements(ops: list[Op]) -> int | None:
+    """Units the Redis crash put back on the stock key (decrements the disk never saw).
+
+    Not the same as lost writes: a reservation writes the counter and the message's hold."""
+    crash = next((op for op in ops if op.f == "crash" and op.process == "redis"), None)
+    if crash is None:
+        return None
+    return int(crash.value.get("counters_rolled_back", {}).get(STOCK_KEY, 0))
+
+
 def _oldest_lost(ops: list[Op], crash_at: float) -> float | None:
     """How long before the crash the oldest lost message was (last) published.
 
@@ -248,7 +259,8 @@ def _redis_summary(run: "FlashSaleResult") -> dict[str, Any]:
     oversold = [a.chain for a in run.checker.anomalies if a.kind == "oversold"]
     return {"stock": c["stock"], "offered": run.config.offered_stock,
             "safety_stock": run.config.safety_stock, "granted": c["granted"],
-            "oversold": c["oversold"], "redis_lost_writes": lost_writes, "reseeded_to": reseeded,
+            "oversold": c["oversold"], "redis_lost_writes": lost_writes,
+            "redis_lost_decrements": _lost_decrements(run.ops), "reseeded_to": reseeded,
             "lost": c["lost"], "example": oversold[0] if oversold else None,
             "history_sha256": run.history_sha256}
 
@@ -307,7 +319,7 @@ class LossResult:
             lines.append(f"    why: {full['example']}")
         lines.append("  Redis AOF everysec crash (key rolled back to the last fsync tick):")
         for s in self.safety:
-            lines.append(f"    safety stock {s['safety_stock']:>4}: {s['redis_lost_writes']} decrements lost, "
+            lines.append(f"    safety stock {s['safety_stock']:>4}: {s['redis_lost_decrements']} decrements lost, "
                          f"{s['granted']} vouchers, oversold {s['oversold']}")
         return "\n".join(lines)
 

@@ -9,10 +9,14 @@ pattern, on the same seeded arrivals, and reads each small run's verdict off the
 * ``outbox``: the row and its event commit together; a relay crash after publishing makes
   the relay publish again, a *duplicate* the consumer's dedupe absorbs (no double grant);
 * ``db-then-publish+reconcile``: the batch re-sends the orphan;
-* ``outbox+compensation``: the same runs as ``outbox``, read on the stock side.  The shared
-  flow always gives a Redis decrement back (``INCR``) when the DB step after it fails or
-  finds a duplicate; this row checks the stock ledger at quiescence:
-  ``redis stock + vouchers issued == offered``.
+* ``outbox+compensation``: the outbox flow with plain ``DECR`` stock, read on the stock side.
+  The flow gives a decrement back (``INCR``, a compensating action) when the DB step after it
+  fails or finds a duplicate; this row checks the stock ledger at quiescence:
+  ``redis stock + vouchers issued == offered``.  A consumer killed between its ``DECR`` and
+  that ``INCR`` leaks a unit: nothing records which message took it.
+* ``outbox+reservation``: the same runs as ``outbox`` (the Lua strategy), read on the stock
+  side.  The script keeps a hold per message, so a redelivered or duplicated message takes
+  its hold over instead of taking a second unit: nothing to give back, nothing leaked.
 
 Two extra columns: ``none`` (no fault, the baseline) and ``db-down`` (a timed DB outage, the
 "later step fails" of a compensation).  A crash point a pattern's flow never reaches is
@@ -38,27 +42,30 @@ if TYPE_CHECKING:
     from simulator.sim.world import World
 
 __all__ = ["OutboxConfig", "OutboxResult", "Cell", "make_config", "run_outbox", "PATTERNS",
-           "COLUMNS", "MESSAGE_STATES", "STOCK_STATES"]
+           "COLUMNS", "MESSAGE_STATES", "STOCK_STATES", "COMPENSATION", "RESERVATION"]
 
 Pattern = Literal["db-then-publish", "publish-then-db", "outbox", "db-then-publish+reconcile",
-                  "outbox+compensation"]
+                  "outbox+compensation", "outbox+reservation"]
 Column = Literal["none", "api:after-save", "api:after-publish", "relay:after-publish",
                  "consumer:after-stock", "consumer:after-commit", "db-down"]
 PATTERNS: tuple[str, ...] = get_args(Pattern)
 COLUMNS: tuple[str, ...] = get_args(Column)
 COMPENSATION = "outbox+compensation"
+RESERVATION = "outbox+reservation"
+STOCK_ROWS = (COMPENSATION, RESERVATION)  # read on the stock side
 
 # worst first: a cell shows the worst thing its run did
 MESSAGE_STATES = ("lost", "double-grant", "ghost", "orphan", "duplicate", "ok", "n/a")
-STOCK_STATES = ("over-credit", "leak", "restored", "conserved", "n/a")
+STOCK_STATES = ("over-credit", "leak", "restored", "reused", "conserved", "n/a")
 
-# pattern -> (write_pattern, reconcile); the compensation row reads the outbox runs
-_WORLD_PATTERN: dict[str, tuple[str, bool]] = {
-    "db-then-publish": ("db-then-publish", False),
-    "publish-then-db": ("publish-then-db", False),
-    "outbox": ("outbox", False),
-    "db-then-publish+reconcile": ("db-then-publish", True),
-    COMPENSATION: ("outbox", False),
+# pattern -> (write_pattern, reconcile, stock_strategy); the reservation row reads the outbox runs
+_WORLD_PATTERN: dict[str, tuple[str, bool, str]] = {
+    "db-then-publish": ("db-then-publish", False, "redis-lua"),
+    "publish-then-db": ("publish-then-db", False, "redis-lua"),
+    "outbox": ("outbox", False, "redis-lua"),
+    "db-then-publish+reconcile": ("db-then-publish", True, "redis-lua"),
+    COMPENSATION: ("outbox", False, "redis-decr"),
+    RESERVATION: ("outbox", False, "redis-lua"),
 }
 # who dies at each crash point ("producer" is any API server)
 _VICTIM = {"api:after-save": "producer", "api:after-publish": "producer",
@@ -134,10 +141,10 @@ def _faults(cfg: OutboxConfig, column: str) -> tuple[Fault, ...]:
 
 
 def _world_config(cfg: OutboxConfig, pattern: str, column: str) -> FlashSaleConfig:
-    write_pattern, reconcile = _WORLD_PATTERN[pattern]
+    write_pattern, reconcile, strategy = _WORLD_PATTERN[pattern]
     return FlashSaleConfig(seed=cfg.seed, submissions=cfg.submissions, stock=cfg.stock,
                            arrival_rate=cfg.arrival_rate, consumers=cfg.consumers,
-                           write_pattern=write_pattern, reconcile=reconcile,
+                           write_pattern=write_pattern, reconcile=reconcile, stock_strategy=strategy,
                            faults=_faults(cfg, column), keep_history=None)
 
 
@@ -167,6 +174,7 @@ def _run_world(cfg: OutboxConfig, pattern: str, column: str) -> Run:
     counts["resent"] = sum(1 for op in ops if op.f == "enqueue" and op.type == "ok"
                            and op.process == "reconciler")
     counts["compensations"] = sum(1 for op in ops if op.f == "compensate" and op.type == "ok")
+    counts["reused"] = sum(1 for op in ops if op.f == "stock" and op.value.get("reused"))
     offered = world.config.offered_stock
     left = world.redis.peek(STOCK_KEY)
     redis = int(left) if left is not None else 0
@@ -193,8 +201,8 @@ class Cell:
         return asdict(self)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def _message_state(run: Run) -> tuple[str, str]:
@@ -223,19 +231,22 @@ def _stock_state(run: Run, column: str) -> tuple[str, str]:
     if s["balance"] > 0:
         return "over-credit", f"{s['balance']} more given back than taken ({ledger})"
     if s["balance"] < 0:
-        why = (": the consumer died between its DECR and the INCR that would give it back; the "
-               "flow keeps no reservation record a sweep could restore"
+        why = (": the consumer died between its DECR and the INCR that would give it back, and "
+               "plain DECR records no hold per message for its redelivery to find"
                if column == "consumer:after-stock" else "")
         return "leak", f"{_plural(-s['balance'], 'voucher')} taken and never given back{why} ({ledger})"
     if k:
-        return "restored", f"{_plural(k, 'compensating INCR')}, each decrement given back once ({ledger})"
+        return "restored", f"{_plural(k, 'compensating action')}, each unit given back once ({ledger})"
+    if run.counts["reused"]:
+        return "reused", (f"{_plural(run.counts['reused'], 'repeat delivery', 'repeat deliveries')} "
+                          f"reused the hold of its message, taking no second unit ({ledger})")
     return "conserved", f"nothing to give back ({ledger})"
 
 
 def _cell(pattern: str, column: str, run: Run) -> Cell:
     if not run.reached:
         state, reason = "n/a", f"the {pattern} flow never reaches {column}: the run is the baseline"
-    elif pattern == COMPENSATION:
+    elif pattern in STOCK_ROWS:
         state, reason = _stock_state(run, column)
     else:
         state, reason = _message_state(run)
@@ -300,7 +311,8 @@ def _metrics(cfg: OutboxConfig, cells: list[Cell], runs: int) -> dict[str, Any]:
         "runs": runs,
         "states": dict(sorted(Counter(c.state for c in cells).items())),
         "per_pattern": {p: {k: total(p, k) for k in ("orphan", "ghost", "lost", "double_granted",
-                                                      "absorbed", "resent", "compensations")}
+                                                      "absorbed", "resent", "compensations",
+                                                      "reused")}
                         for p in cfg.patterns},
         "stock_balance": {f"{c.pattern} @ {c.column}": c.stock["balance"] for c in cells
                           if c.reached and c.stock["balance"] != 0},
@@ -309,7 +321,7 @@ def _metrics(cfg: OutboxConfig, cells: list[Cell], runs: int) -> dict[str, Any]:
 
 def run_outbox(config: OutboxConfig | Mapping[str, Any] | None = None) -> OutboxResult:
     cfg = config if isinstance(config, OutboxConfig) else make_config(**dict(config or {}))
-    runs: dict[tuple[str, bool, str], Run] = {}  # the compensation row reuses the outbox runs
+    runs: dict[tuple[str, bool, str, str], Run] = {}  # the reservation row reuses the outbox runs
     cells: list[Cell] = []
     for pattern in cfg.patterns:
         for column in cfg.columns:
@@ -317,7 +329,7 @@ def run_outbox(config: OutboxConfig | Mapping[str, Any] | None = None) -> Outbox
             if key not in runs:
                 runs[key] = _run_world(cfg, pattern, column)
             cells.append(_cell(pattern, column, runs[key]))
-    lag = {column: runs[("outbox", False, column)].lag
-           for column in ("none", "relay:after-publish", "db-down")
-           if ("outbox", False, column) in runs}
+    outbox = _WORLD_PATTERN["outbox"]
+    lag = {column: runs[(*outbox, column)].lag
+           for column in ("none", "relay:after-publish", "db-down") if (*outbox, column) in runs}
     return OutboxResult(cfg, cells, _metrics(cfg, cells, len(runs)), lag)

@@ -22,7 +22,6 @@ schedules nothing and ``env.run()`` without ``until`` still ends.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Callable
 
 import numpy as np
@@ -30,36 +29,20 @@ import simpy
 
 from simulator.errors import InputError, ServiceDown
 from simulator.history import History
+from simulator.sim.redis_scripts import Scripts
+from simulator.sim.redis_values import (_MISSING, INT64_MAX, INT64_MIN, OVERFLOW, Value, _as_int,
+                                        _check_key, _check_write)
 from simulator.sim.servicepool import ServicePool
 
 __all__ = ["Redis", "PERSISTENCE_MODES", "AOF_FSYNC_INTERVAL"]
 
 PERSISTENCE_MODES = ("none", "rdb", "aof-everysec", "aof-always")
 AOF_FSYNC_INTERVAL = 1.0  # appendfsync everysec
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-NOT_AN_INTEGER = "ERR value is not an integer or out of range"  # Redis's own wording
-OVERFLOW = "ERR increment or decrement would overflow"
-_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")  # Redis accepts no spaces, no '+', no leading zeros
-_MISSING = object()
-
-Value = int | str
-
-
 def _check_time(field: str, value: Any, *, positive: bool = False) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (positive and value == 0):
         raise InputError(field, value, "a finite number of seconds " + ("> 0" if positive else ">= 0"))
     return float(value)
-
-
-def _as_int(value: Value) -> int:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and _INTEGER.fullmatch(value):
-        number = int(value)
-        if INT64_MIN <= number <= INT64_MAX:
-            return number
-    raise ValueError(NOT_AN_INTEGER)
 
 
 def _fail(event: simpy.Event, error: BaseException) -> simpy.Event:
@@ -69,7 +52,7 @@ def _fail(event: simpy.Event, error: BaseException) -> simpy.Event:
     return event
 
 
-class Redis:
+class Redis(Scripts):
     def __init__(self, env: simpy.Environment, rng: np.random.Generator, *, name: str = "redis",
                  command_time: float = 0.00005, rtt: float = 0.0002, script_time: float = 0.0001,
                  persistence: str = "none", rdb_interval: float = 60.0, jitter: bool = True,
@@ -144,11 +127,6 @@ class Redis:
         _check_key(key)
         return self._call(lambda: self._delete(key))
 
-    def check_and_decr(self, key: str) -> simpy.Event:
-        """The Lua script: -1 (and no write) when the value is missing or <= 0, else DECR."""
-        _check_key(key)
-        return self._call(lambda: self._check_and_decr(key), self.script_time)
-
     # ------------------------------------------------------------------ inspection and seeding
     # Instant, outside the command thread: what a lesson's operator sees or sets up.
 
@@ -193,9 +171,12 @@ class Redis:
         self._pending.clear()
         # queued commands never run; the one on the thread already took effect
         self._thread.fail_all(lambda: ServiceDown(self.name, "crashed"))
-        lost = self._roll_back()
+        lost, counters = self._roll_back()
         self.lost_writes += lost
-        self._record("crash", {"persistence": self.persistence, "lost_writes": lost})
+        record: dict[str, Any] = {"persistence": self.persistence, "lost_writes": lost}
+        if counters:
+            record["counters_rolled_back"] = counters  # e.g. the stock decrements the disk never saw
+        self._record("crash", record)
 
     def restart(self) -> None:
         if self.up:
@@ -282,12 +263,6 @@ class Redis:
         self._data[key] = number  # INCR/DECR keep the TTL
         return number
 
-    def _check_and_decr(self, key: str) -> int:
-        current = self._live(key)
-        if current is _MISSING or _as_int(current) <= 0:
-            return -1
-        return self._add(key, -1)
-
     def _expire(self, key: str, seconds: float) -> bool:
         if self._live(key) is _MISSING:
             return False
@@ -343,16 +318,21 @@ class Redis:
                 self._undo[key] = (self._data.get(key, _MISSING), self._expires.get(key))
         self._unsaved += 1
 
-    def _roll_back(self) -> int:
-        """Make the dataset what the disk holds; returns how many writes that undid."""
+    def _roll_back(self) -> tuple[int, dict[str, int]]:
+        """Make the dataset what the disk holds; returns how many writes that undid and, for
+        each integer key that survives with another value, by how much it went back up."""
+        counters: dict[str, int] = {}
         if self.persistence == "aof-always":
-            return 0
+            return 0, counters
         if self.persistence == "none":
             self._data.clear()
             self._expires.clear()
         else:
             self._advance()
             for key, (value, expires) in self._undo.items():
+                now = self._data.get(key)
+                if isinstance(value, int) and isinstance(now, int) and value != now:
+                    counters[key] = value - now
                 if value is _MISSING:
                     self._data.pop(key, None)
                     self._expires.pop(key, None)
@@ -364,33 +344,8 @@ class Redis:
                     self._expires[key] = expires
         lost, self._unsaved = self._unsaved, 0
         self._undo.clear()
-        return lost
+        return lost, dict(sorted(counters.items()))
 
     def _record(self, f: str, value: Any) -> None:
         if self.history is not None:
             self.history.record("info", f, self.name, value)
-
-
-def _check_write(key: Any, value: Any, ex: Any) -> None:
-    _check_key(key)
-    _check_value(value)
-    _check_ex(ex)
-
-
-def _check_key(key: Any) -> None:
-    if not isinstance(key, str):
-        raise InputError("redis.key", key, "a string")
-
-
-def _check_value(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise InputError("redis.value", value, "an int or a string")
-    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
-        raise InputError("redis.value", value, "an integer within the signed 64-bit range")
-
-
-def _check_ex(ex: Any) -> None:
-    if ex is None:
-        return
-    if isinstance(ex, bool) or not isinstance(ex, int | float) or not math.isfinite(ex) or ex <= 0:
-        raise InputError("redis.ex", ex, "None or a number of seconds > 0")

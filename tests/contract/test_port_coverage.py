@@ -26,7 +26,7 @@ TX_CALLED = sorted(set(re.findall(r"\btx\.([a-z_]+)\(", SOURCE)))
 
 
 def test_the_flow_was_read():
-    assert ("redis", "check_and_decr") in CALLED and "commit" in TX_CALLED
+    assert ("redis", "reserve") in CALLED and ("redis", "release") in CALLED and "commit" in TX_CALLED
 
 
 @pytest.mark.parametrize("port, method", CALLED, ids=[f"{p}.{m}" for p, m in CALLED])

@@ -44,6 +44,31 @@ def test_check_and_decr_refuses_a_negative_or_non_numeric_value(redis_port: Redi
     assert value(redis_port.get("stock")) == "lots"
 
 
+def test_reserve_takes_one_unit_per_message_and_a_repeat_takes_the_hold_over(redis_port: RedisPort):
+    value(redis_port.set("stock", 2))
+    assert value(redis_port.reserve("stock", "m1", "consumer-1")) == (1, True)
+    # the same message again (a redelivery after a crash): no second unit
+    assert value(redis_port.reserve("stock", "m1", "consumer-2")) == (1, False)
+    assert value(redis_port.get("stock")) == 1
+    assert value(redis_port.get("stock:hold:m1")) == "consumer-2"  # taken over
+    assert value(redis_port.reserve("stock", "m2", "consumer-1")) == (0, True)
+    assert value(redis_port.reserve("stock", "m3", "consumer-1")) == (-1, False)
+    assert value(redis_port.get("stock:hold:m3")) is None  # a refusal holds nothing
+    assert value(redis_port.reserve("stock", "m2", "consumer-3")) == (0, False)
+
+
+def test_release_gives_the_unit_back_once_and_only_to_the_holds_owner(redis_port: RedisPort):
+    value(redis_port.set("stock", 5))
+    value(redis_port.reserve("stock", "m1", "consumer-1"))
+    value(redis_port.reserve("stock", "m1", "consumer-2"))  # a concurrent copy took it over
+    assert value(redis_port.release("stock", "m1", "consumer-1")) is False
+    assert value(redis_port.get("stock")) == 4  # the copy may grant with it: not given back
+    assert value(redis_port.release("stock", "m1", "consumer-2")) is True
+    assert value(redis_port.get("stock")) == 5 and value(redis_port.get("stock:hold:m1")) is None
+    assert value(redis_port.release("stock", "m1", "consumer-2")) is False  # twice gives once
+    assert value(redis_port.get("stock")) == 5
+
+
 def test_check_and_decr_is_atomic_under_concurrent_callers(redis_port: RedisPort):
     stock, threads, calls = 50, 8, 25
     value(redis_port.set("stock", stock))

@@ -116,15 +116,27 @@ def test_the_relay_killed_between_publish_and_mark_republishes_and_dedupe_absorb
 
 
 def test_the_audit_sees_a_voucher_leaked_between_stock_and_ledger(settings, tmp_path):
-    """A worker dying after the Redis decrement and before the commit: nothing is lost or
-    oversold - the history is valid - but one voucher is gone from the counter with no ledger
-    row.  Only the independent audit of the real state can see that."""
-    result = run(settings, tmp_path, "point:consumer-1@consumer:after-stock#12")
+    """Plain DECR, and a worker dying after the decrement and before the commit: nothing is
+    lost or oversold - the history is valid - but one voucher is gone from the counter with no
+    ledger row.  Only the independent audit of the real state can see that."""
+    # stock above demand: DECR would count refusals below zero, which is another lesson
+    result = run(settings, tmp_path, "point:consumer-1@consumer:after-stock#12",
+                 stock_strategy="redis-decr", stock=200)
     fired(result)
     assert result.checker.valid and result.checker.counts["lost"] == 0
     a = result.audit
     assert (a["stock_leaked"], a["reconciled"]) == (1, False), a
     assert a["ledger_rows"] == a["offered_stock"] - a["stock_left"] - 1
+
+
+def test_the_lua_reservation_leaks_nothing_when_a_worker_dies_after_taking_stock(settings, tmp_path):
+    """The same death with the Lua reservation: the redelivered message finds the hold its
+    first delivery left in Redis and grants with that unit, so the audit reconciles exactly."""
+    result = run(settings, tmp_path, "point:consumer-1@consumer:after-stock#12")
+    fired(result)
+    assert_kept_every_promise(result)
+    reused = [op for op in result.ops if op.f == "stock" and op.value.get("reused")]
+    assert len(reused) == 1 and reused[0].process == "consumer-2", reused
 
 
 def test_a_paused_worker_holds_its_messages_and_then_finishes_them(settings, tmp_path):

@@ -26,7 +26,8 @@ from reliability_checks import (SAFE, Observed, correlation_problems, inv1_conse
                                 inv5_confirmed_survives, inv6_loss_window, inv7_transient_vanish,
                                 inv14_outbox_atomic, inv15_relay_liveness, inv16_compensation,
                                 observe, profile_name, redelivered_flag_problems,
-                                redis_lost_writes, terminal_states, window_exceeds_prefetch)
+                                redis_lost_decrements, redis_lost_writes, terminal_states,
+                                window_exceeds_prefetch)
 from simulator.cli import main
 from simulator.config import FlashSaleConfig, Fault
 from simulator.history import Op
@@ -161,7 +162,7 @@ def test_without_safety_stock_an_everysec_crash_oversells(tally: Any) -> None:
         lambda o: bool(inv3_no_oversell(o)))
     assert obs.counts["oversold"] > 0
     # consistent with inv20: the crash forgot more decrements than the (zero) safety stock
-    assert redis_lost_writes(obs) > obs.config.safety_stock
+    assert redis_lost_decrements(obs) > obs.config.safety_stock
     replays(obs)
 
 

@@ -1,10 +1,8 @@
 """Bugs the fault schedules found, each pinned by its reproducer.
 
-A test without a marker is a fixed bug kept as a regression test.  One marked
-``xfail(strict=True)`` states what must be true and fails today; the fix turns it into a
-failure ("XPASS(strict)"), so whoever fixes the bug removes the marker and keeps the test.
-Meanwhile the property tests skip exactly those shapes (``acked_but_unrecorded`` in
-reliability_checks.py; the excluded faults in test_rel_invariants.py) and check the rest.
+Each test is a fixed bug kept as a regression test.  An open bug would be pinned here with
+``xfail(strict=True)``: the test states what must be true and fails until the fix, which turns
+it into a failure ("XPASS(strict)"), so whoever fixes the bug removes the marker.
 """
 
 from __future__ import annotations
@@ -59,13 +57,9 @@ def test_overlapping_relay_crashes_leave_one_relay() -> None:
     assert not inv15_relay_liveness(obs), inv15_relay_liveness(obs)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a consumer killed between its Redis decrement and its DB commit leaks the reservation: "
-    "nothing records it, so no compensating INCR ever comes (invariants 4 and 16). "
-    "Reproducer (a crash point has no command-line form): run_flash_sale(FlashSaleConfig("
-    "seed=1, submissions=50, stock=100, faults=(Fault(target='consumer-1', "
-    "point='consumer:after-stock', restart_after=0.5),))) ends with Redis stock 49 + 50 issued "
-    "= 99 of 100 offered"))
+# Was: a consumer killed between its Redis decrement and its DB commit leaked the unit, since
+# nothing recorded it (invariants 4 and 16: Redis 49 + 50 issued = 99 of 100).  Now the Lua
+# strategy reserves per message and the redelivery reuses the hold.
 def test_a_consumer_crash_after_the_decrement_leaks_no_stock() -> None:
     cfg = FlashSaleConfig(seed=1, submissions=50, stock=100,
                           faults=(Fault(target="consumer-1", point="consumer:after-stock", restart_after=0.5),))
@@ -78,11 +72,8 @@ LABEL_CMD = ("mqlab run flash-sale --seed 27 --submissions 50 --arrival-profile 
              "--ack-loss 0.02 --json")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "with a Redis stock strategy the stock gate runs before the dedupe check, so once stock is "
-    "gone the redelivery of an already granted message (its ack was lost) is answered "
-    "'sold_out' instead of 'duplicate': in `" + LABEL_CMD + "` m3 is granted, then dequeued "
-    "as sold_out (invariant 17: one terminal state per request)"))
+# Was: once stock was gone, the redelivery of a granted message whose ack was lost met the
+# stock gate before the dedupe check and was answered 'sold_out' (invariant 17), in LABEL_CMD.
 def test_a_redelivered_granted_message_is_a_duplicate_not_sold_out() -> None:
     cfg = FlashSaleConfig(seed=27, submissions=50, arrival_profile="constant", arrival_rate=50.0,
                           stock=5, consumers=3, prefetch=0, handler_ms=0.0, ack_loss=0.02)
@@ -121,16 +112,9 @@ ACK_GAP_CMD = ("mqlab run flash-sale --seed 1 --submissions 60 --arrival-profile
                "--arrival-rate 100 --stock 20 --consumers 2 --crash consumer-1@0.174736+0.2 --json")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the flow records a message's dequeue only when the ack's reply comes back (BrokerPort.ack "
-    "applies the ack at once, answers ack_latency later); a consumer killed in between has "
-    "acked the message at the broker but recorded no dequeue, so the checker reports it lost "
-    "under the fully safe design: `" + ACK_GAP_CMD + "` says INVALID, lost=1, 'm8 never "
-    "processed' right after 'grant voucher for m8' (invariant 1; found by the long profile, "
-    "confirms-off schedule `mqlab run flash-sale --seed 219 --submissions 98 --arrival-profile "
-    "constant --arrival-rate 100 --stock 5 --no-confirms --fsync-interval-s 0.1 --prefetch 0 "
-    "--handler-ms 4 --redis-persistence aof-always --crash broker@0.05 --crash "
-    "consumer-2@1.47+0.05 --json`)"))
+# Was: the dequeue was recorded only when the ack's reply came back, so a consumer killed in
+# that gap had consumed the message at the broker but the checker called it lost (invariant 1),
+# in ACK_GAP_CMD; found by the long profile.
 def test_an_acked_message_is_never_reported_lost() -> None:
     cfg = FlashSaleConfig(seed=1, submissions=60, arrival_profile="constant", arrival_rate=100.0,
                           stock=20, consumers=2,

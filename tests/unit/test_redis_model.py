@@ -97,6 +97,40 @@ def test_check_and_decr_on_missing_or_negative_values_writes_nothing():
     assert r.peek("neg") == -3
 
 
+def test_reserve_takes_one_unit_per_message_and_a_repeat_takes_the_hold_over():
+    env, r, _ = exact()
+    r.data_set("stock", 2)
+    assert outcome(env, r.reserve("stock", "m1", "consumer-1")) == (1, True)
+    assert outcome(env, r.reserve("stock", "m1", "consumer-2")) == (1, False)
+    assert r.peek("stock") == 1 and r.peek("stock:hold:m1") == "consumer-2"
+    assert outcome(env, r.reserve("stock", "m2", "consumer-1")) == (0, True)
+    assert outcome(env, r.reserve("stock", "m3", "consumer-1")) == (-1, False)
+    assert r.peek("stock:hold:m3") is None
+
+
+def test_release_gives_the_unit_back_once_and_only_to_the_holds_owner():
+    env, r, _ = exact()
+    r.data_set("stock", 5)
+    outcome(env, r.reserve("stock", "m1", "consumer-1"))
+    outcome(env, r.reserve("stock", "m1", "consumer-2"))
+    assert outcome(env, r.release("stock", "m1", "consumer-1")) is False
+    assert r.peek("stock") == 4
+    assert outcome(env, r.release("stock", "m1", "consumer-2")) is True
+    assert r.peek("stock") == 5 and r.peek("stock:hold:m1") is None
+    assert outcome(env, r.release("stock", "m1", "consumer-2")) is False
+    assert r.peek("stock") == 5
+
+
+def test_reserve_hands_out_exactly_the_stock_under_concurrent_callers():
+    env, r, _ = make()
+    r.data_set("stock", 10)
+    answers = [env.process(_once(r.reserve, "stock", f"m{i}", "c")) for i in range(30)]
+    env.run()
+    fresh = [p.value for p in answers if p.value[1]]
+    assert sorted(left for left, _ in fresh) == list(range(10))
+    assert r.peek("stock") == 0 and len([k for k in r.keys() if ":hold:" in k]) == 10
+
+
 def test_decr_of_a_missing_key_counts_from_zero_and_a_string_integer_works():
     env, r, _ = exact()
     assert outcome(env, r.decr("fresh")) == -1

@@ -24,7 +24,7 @@ from simulator.scenarios.flash_sale import run_flash_sale  # noqa: E402
 from simulator.scenarios.outbox import (COLUMNS, PATTERNS, OutboxConfig, make_config,  # noqa: E402
                                         run_outbox)
 
-NAIVE_DB, NAIVE_PUB, OUTBOX, RECONCILE, COMPENSATION = PATTERNS
+NAIVE_DB, NAIVE_PUB, OUTBOX, RECONCILE, COMPENSATION, RESERVATION = PATTERNS
 
 
 @pytest.fixture(scope="module")
@@ -119,17 +119,28 @@ def test_compensation_restores_the_stock_exactly_once(default):
     assert again.counts["compensations"] == again.counts["absorbed"]
 
 
-def test_a_crash_between_decrement_and_commit_leaks_one_voucher(default):
-    # the process dies before its compensating INCR can run; the flow keeps no reservation
-    # record, so nothing gives it back: the cell says so instead of hiding it
+def test_a_crash_between_decrement_and_commit_leaks_one_voucher_with_plain_decr(default):
+    # the process dies before its compensating INCR can run, and plain DECR records nothing
+    # per message: the cell says so instead of hiding it
     cell = default.cell(COMPENSATION, "consumer:after-stock")
     assert cell.state == "leak" and cell.stock["balance"] == -1
-    assert "reservation" in cell.reason
+    assert "hold" in cell.reason
+
+
+def test_the_reservation_reuses_the_hold_and_leaks_nothing(default):
+    # the same crashes with the Lua reservation: the repeat delivery finds its message's hold
+    for column in ("consumer:after-stock", "consumer:after-commit", "relay:after-publish", "db-down"):
+        cell = default.cell(RESERVATION, column)
+        assert cell.state == "reused", (column, cell.reason)
+        assert cell.counts["reused"] >= 1 and cell.counts["compensations"] == 0, column
+        assert cell.stock["balance"] == 0, (column, cell.stock)
+    assert default.cell(RESERVATION, "none").state == "conserved"
+    assert default.cell(RESERVATION, "none").counts["reused"] == 0
 
 
 def test_stock_is_conserved_in_every_other_reached_run(default):
     for cell in default.cells:
-        if cell.reached and cell.column != "consumer:after-stock":
+        if cell.reached and (cell.pattern, cell.column) != (COMPENSATION, "consumer:after-stock"):
             assert cell.stock["balance"] == 0, (cell.pattern, cell.column, cell.stock)
 
 
@@ -224,7 +235,7 @@ def test_crash_matrix_plot_has_a_coloured_cell_per_run(default):
     texts = [t.get_text() for t in ax.texts]
     assert any(t.startswith("orphan") for t in texts) and any(t.startswith("ghost") for t in texts)
     legend = {t.get_text() for t in ax.get_legend().get_texts()}
-    assert {"ok", "orphan", "ghost", "duplicate", "n/a", "restored", "leak"} <= legend
+    assert {"ok", "orphan", "ghost", "duplicate", "n/a", "restored", "leak", "reused"} <= legend
     plt.close(fig)
 
 

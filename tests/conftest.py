@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Callable
 
 import pytest
 
-PROBE_TIMEOUT_S = 1.5
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+from real_adapters.probe import PROBES, pg_url
 
 HOW_TO_START = {
     "rabbitmq": "start it with `rabbitmq-server -detached` (or `service rabbitmq-server start`), "
@@ -40,43 +38,6 @@ def _settings():
     return Settings.from_env()
 
 
-def pg_url() -> str:
-    if os.environ.get("MQLAB_PG_URL"):
-        return os.environ["MQLAB_PG_URL"]
-    db = os.environ.get("MQLAB_DATABASE_URL", "")
-    return db if db.startswith(("postgresql:", "postgres:")) else DEFAULT_PG_URL
-
-
-def _probe_rabbitmq(url: str) -> None:
-    import pika
-
-    params = pika.URLParameters(url)
-    params.connection_attempts, params.socket_timeout = 1, PROBE_TIMEOUT_S
-    params.stack_timeout = PROBE_TIMEOUT_S * 2
-    pika.BlockingConnection(params).close()
-
-
-def _probe_redis(url: str) -> None:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S,
-                                  retry=Retry(NoBackoff(), 0))
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
-def _probe_postgresql(url: str) -> None:
-    import psycopg
-
-    psycopg.connect(url, connect_timeout=2).close()
-
-
-_PROBES: dict[str, Callable[[str], None]] = {
-    "rabbitmq": _probe_rabbitmq, "redis": _probe_redis, "postgresql": _probe_postgresql}
 _seen: dict[str, str | None] = {}
 
 
@@ -91,7 +52,7 @@ def service_url(name: str) -> str:
     else:
         if url not in _seen:
             try:
-                _PROBES[name](url)
+                PROBES[name](url)
                 _seen[url] = None
             except Exception as exc:  # noqa: BLE001 - any failure to connect means "not there"
                 _seen[url] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"

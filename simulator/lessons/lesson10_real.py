@@ -8,7 +8,6 @@ reconciles) are compared by nbval; the panel drives the model of the same experi
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 from simulator.lessons import cells as c
@@ -17,8 +16,6 @@ from simulator.lessons.panel import Panel, build_panel, dropdown, float_slider, 
 from simulator.lessons.table import lesson
 
 LESSON = lesson(10)
-PROBE_TIMEOUT_S = 1.5
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 KILL = "kill:consumer-1@30%/sending"
 SAFETY = ("lost", "double_granted", "oversold")
 
@@ -52,6 +49,7 @@ def settings() -> Any:
 
 def settings_lines() -> str:
     """The URLs MQ Lab will use, passwords masked."""
+    from real_adapters.probe import pg_url
     from real_adapters.settings import mask
 
     s = settings()
@@ -59,41 +57,6 @@ def settings_lines() -> str:
                       f"  MQLAB_REDIS_URL    {mask(s.redis_url)}",
                       f"  MQLAB_DATABASE_URL {mask(s.database_url)}",
                       f"  PostgreSQL tried   {mask(pg_url())}"])
-
-
-def pg_url() -> str:
-    if os.environ.get("MQLAB_PG_URL"):
-        return os.environ["MQLAB_PG_URL"]
-    db = os.environ.get("MQLAB_DATABASE_URL", "")
-    return db if db.startswith(("postgresql:", "postgres:")) else DEFAULT_PG_URL
-
-
-def _probe_rabbitmq(url: str) -> None:
-    import pika
-
-    params = pika.URLParameters(url)
-    params.connection_attempts, params.socket_timeout = 1, PROBE_TIMEOUT_S
-    params.stack_timeout = PROBE_TIMEOUT_S * 2
-    pika.BlockingConnection(params).close()
-
-
-def _probe_redis(url: str) -> None:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S,
-                                  retry=Retry(NoBackoff(), 0))
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
-def _probe_postgresql(url: str) -> None:
-    import psycopg
-
-    psycopg.connect(url, connect_timeout=2).close()
 
 
 def _problem(probe: Any, url: str) -> str | None:
@@ -110,13 +73,14 @@ def detect() -> tuple[bool, str | None]:
     Returns ``(LIVE, database_url)``: LIVE needs RabbitMQ and a real Redis; the database is
     PostgreSQL when it answers, else SQLite (MQLAB_DATABASE_URL when that is SQLite).
     """
+    from real_adapters.probe import pg_url, probe_postgresql, probe_rabbitmq, probe_redis
     from real_adapters.settings import DEFAULT_DATABASE_URL, mask
 
     s = settings()
-    found = {"rabbitmq": (s.amqp_url, _problem(_probe_rabbitmq, s.amqp_url)),
+    found = {"rabbitmq": (s.amqp_url, _problem(probe_rabbitmq, s.amqp_url)),
              "redis": (s.redis_url, "fakeredis asked for (MQLAB_OFFLINE / fake://): worker processes cannot "
-                                    "share it" if s.fake_redis else _problem(_probe_redis, s.redis_url)),
-             "postgresql": (pg_url(), _problem(_probe_postgresql, pg_url()))}
+                                    "share it" if s.fake_redis else _problem(probe_redis, s.redis_url)),
+             "postgresql": (pg_url(), _problem(probe_postgresql, pg_url()))}
     for name, (url, problem) in found.items():
         print(f"  {name:<10} {mask(url):<45} {'reachable' if problem is None else 'NOT reachable (' + problem + ')'}")
     live = found["rabbitmq"][1] is None and found["redis"][1] is None

@@ -23,7 +23,7 @@ import pydantic
 from pydantic import Field, field_validator
 
 from simulator.analysis import mmc_mean_response
-from simulator.config import FlashSaleConfig, StrictModel
+from simulator.config import FlashSaleConfig, StrictModel, split_commas
 from simulator.history import Op
 from simulator.sim.database import Database
 from simulator.sim.world import World
@@ -34,13 +34,6 @@ __all__ = ["SyncAsyncConfig", "SyncAsyncResult", "VariantRun", "make_config", "r
 VARIANTS = (("sync", "shared"), ("sync", "dedicated"), ("async", "shared"), ("async", "dedicated"))
 # the world keeps the database's default commit time; read it rather than copy the number
 _COMMIT_S = inspect.signature(Database.__init__).parameters["commit_time"].default
-
-
-def _split_csv(value: Any) -> Any:
-    """The CLI hands a tuple field over as one string: ``"1,2,4"``."""
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
 
 
 class SyncAsyncConfig(StrictModel):
@@ -73,7 +66,7 @@ class SyncAsyncConfig(StrictModel):
     @field_validator("sweep_consumers", mode="before")
     @classmethod
     def _csv(cls, v: Any) -> Any:
-        return _split_csv(v)
+        return split_commas(v)  # the command line passes "1,2,4"
 
     @field_validator("sweep_consumers")
     @classmethod

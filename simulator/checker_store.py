@@ -20,7 +20,6 @@ from typing import Any, Iterator
 from .chains import Step
 from .compact import StepCodec, fits, grow, split_id
 
-_MAX_INT = 1 << 62
 _COLD, _GRANTED = 0x80, 0x40  # state byte: present, one grant seen; the low 6 bits are flags
 
 
@@ -38,6 +37,7 @@ class _Msg:
 
 SLOTS = 4  # steps a dense message can hold: its pinned delivery and dequeue, and two more
 # (with publisher confirms the "enqueue ok" and "submit ok" often come after the dequeue)
+_U32 = 1 << 32
 
 
 class _MsgTable:
@@ -45,20 +45,28 @@ class _MsgTable:
 
     A step is stored as its index relative to the message's first step (4 bytes), its time
     (8) and its code (2): 14 bytes instead of a 120-byte namedtuple and its boxed numbers.
+    Most messages have two steps; a third and fourth go to extension arrays shared by the
+    table (``ext`` holds where, plus one), so the common case pays for two slots only.
     """
 
-    __slots__ = ("state", "shape", "order", "base", "delta", "time", "code")
+    __slots__ = ("state", "shape", "order", "base", "ext", "delta", "time", "code",
+                 "ext_delta", "ext_time", "ext_code")
 
     def __init__(self) -> None:
         self.state = bytearray()
         self.shape = bytearray()  # pinned << 4 | number of steps
-        self.order, self.base = array("q"), array("q")
-        self.delta = [array("i") for _ in range(SLOTS)]
-        self.time = [array("d") for _ in range(SLOTS)]
-        self.code = [array("H") for _ in range(SLOTS)]
+        self.order, self.base, self.ext = array("I"), array("I"), array("I")
+        self.delta = [array("i") for _ in range(2)]
+        self.time = [array("d") for _ in range(2)]
+        self.code = [array("H") for _ in range(2)]
+        # appended to; a slot given up when its message is brought back is not reused
+        self.ext_delta = [array("i") for _ in range(SLOTS - 2)]
+        self.ext_time = [array("d") for _ in range(SLOTS - 2)]
+        self.ext_code = [array("H") for _ in range(SLOTS - 2)]
 
     def arrays(self) -> list[Any]:
-        return [self.state, self.shape, self.order, self.base, *self.delta, *self.time, *self.code]
+        return [self.state, self.shape, self.order, self.base, self.ext, *self.delta, *self.time,
+                *self.code]
 
 
 class ColdMessages:
@@ -73,8 +81,7 @@ class ColdMessages:
         """Store ``msg`` densely if it fits exactly; False leaves it to the caller's dict."""
         steps = msg.steps
         if msg.dq != 1 or msg.grants > 1 or len(steps) > SLOTS or msg.pinned > len(steps) \
-                or msg.flags >= _GRANTED \
-                or not 0 <= msg.order < _MAX_INT:
+                or msg.flags >= _GRANTED or not 0 <= msg.order < _U32:
             return False
         parts = split_id(msg_id)
         if parts is None:
@@ -83,7 +90,7 @@ class ColdMessages:
         if 0 in codes or max(codes, default=0) > 0xFFFF or any(s.msg_id != msg_id for s in steps):
             return False
         base = steps[0].index if steps else 0
-        if any(not -(1 << 31) <= s.index - base < 1 << 31 for s in steps):
+        if not 0 <= base < _U32 or any(not -(1 << 31) <= s.index - base < 1 << 31 for s in steps):
             return False
         prefix, n = parts
         table = self._tables.get(prefix)
@@ -91,12 +98,21 @@ class ColdMessages:
             table = self._tables[prefix] = _MsgTable()
         if not fits(n, len(table.state)):
             return False
+        if len(steps) > 2 and len(table.ext_time[0]) + 1 >= _U32:
+            return False
         grow(table.arrays(), n + 1)
         table.state[n] = _COLD | (_GRANTED if msg.grants else 0) | msg.flags
         table.shape[n] = msg.pinned << 4 | len(steps)
-        table.order[n], table.base[n] = msg.order, base
-        for k, s in enumerate(steps):
+        table.order[n], table.base[n], table.ext[n] = msg.order, base, 0
+        for k, s in enumerate(steps[:2]):
             table.delta[k][n], table.time[k][n], table.code[k][n] = s.index - base, s.time, codes[k]
+        if len(steps) > 2:
+            table.ext[n] = len(table.ext_time[0]) + 1
+            for k in range(SLOTS - 2):
+                s = steps[k + 2] if k + 2 < len(steps) else None
+                table.ext_delta[k].append(s.index - base if s else 0)
+                table.ext_time[k].append(s.time if s else 0.0)
+                table.ext_code[k].append(codes[k + 2] if s else 0)
         self.count += 1
         return True
 
@@ -105,8 +121,13 @@ class ColdMessages:
         msg = _Msg(table.order[n])
         msg.flags, msg.dq, msg.grants = state & 0x3F, 1, 1 if state & _GRANTED else 0
         step = self._codec.step
-        msg.steps = [step(base + table.delta[k][n], table.time[k][n], table.code[k][n], msg_id)
-                     for k in range(shape & 0xF)]
+        count = shape & 0xF
+        steps = msg.steps = [step(base + table.delta[k][n], table.time[k][n], table.code[k][n], msg_id)
+                             for k in range(min(count, 2))]
+        if count > 2:
+            e = table.ext[n] - 1
+            steps += [step(base + table.ext_delta[k][e], table.ext_time[k][e], table.ext_code[k][e], msg_id)
+                      for k in range(count - 2)]
         msg.pinned = shape >> 4
         return msg
 
@@ -136,7 +157,7 @@ class ColdMessages:
         import numpy as np  # only when examples are picked from a big run
 
         present = np.flatnonzero(np.frombuffer(bytes(table.state), dtype=np.uint8))
-        orders = np.frombuffer(table.order.tobytes(), dtype=np.int64)[present]
+        orders = np.frombuffer(table.order.tobytes(), dtype=f"u{table.order.itemsize}")[present]
         for n in present[np.argsort(orders, kind="stable")].tolist():
             msg_id = f"{prefix}{n}"
             msg = self._decode(table, n, msg_id)
@@ -148,8 +169,8 @@ class _KeyTable:
 
     def __init__(self) -> None:
         self.present = bytearray()  # 0: absent; else 1 + the number of the step's msg_id prefix
-        self.seq, self.index, self.time = array("q"), array("q"), array("d")
-        self.code, self.msg = array("i"), array("q")
+        self.seq, self.index, self.time = array("i"), array("I"), array("d")
+        self.code, self.msg = array("H"), array("I")
 
     def arrays(self) -> tuple[Any, ...]:
         return (self.present, self.seq, self.index, self.time, self.code, self.msg)
@@ -187,10 +208,10 @@ class BestByKey:
 
     def _put_dense(self, key: Any, seq: Any, step: Step) -> bool:
         parts, mparts = split_id(key), split_id(step.msg_id)
-        if parts is None or mparts is None or type(seq) is not int or not -_MAX_INT < seq < _MAX_INT:
+        if parts is None or mparts is None or type(seq) is not int or not -(1 << 31) <= seq < 1 << 31:
             return False
         code = self._codec.code(step)
-        if not code:
+        if not 0 < code <= 0xFFFF or not 0 <= step.index < _U32 or mparts[1] >= _U32:
             return False
         if mparts[0] not in self._prefixes:
             if len(self._prefixes) >= 255:

@@ -42,14 +42,14 @@ def split_id(text: Any) -> tuple[str, int] | None:
 def grow(arrays: Iterable[Any], size: int) -> None:
     """Extend every array (or bytearray) with zeros to hold index ``size - 1``.
 
-    Grows by a quarter at least, so a run that adds ids one by one pays amortised O(1) and
+    Grows by an eighth at least, so a run that adds ids one by one pays amortised O(1) and
     over-allocates little (a doubling would cost up to twice the memory at the peak).
     """
     for arr in arrays:
         have = len(arr)
         if have >= size:
             continue
-        extra = max(size - have, have // 4, 1024)
+        extra = max(size - have, have // 8, 1024)
         arr.frombytes(bytes(extra * arr.itemsize)) if isinstance(arr, array) else arr.extend(bytes(extra))
 
 

@@ -80,27 +80,33 @@ class ColdMessages:
     def put(self, msg_id: str, msg: _Msg) -> bool:
         """Store ``msg`` densely if it fits exactly; False leaves it to the caller's dict."""
         steps = msg.steps
-        if msg.dq != 1 or msg.grants > 1 or len(steps) > SLOTS or msg.pinned > len(steps) \
+        count = len(steps)
+        if msg.dq != 1 or msg.grants > 1 or count > SLOTS or msg.pinned > count \
                 or msg.flags >= _GRANTED or not 0 <= msg.order < _U32:
             return False
         parts = split_id(msg_id)
         if parts is None:
             return False
-        codes = [self._codec.code(s) for s in steps]
-        if 0 in codes or max(codes, default=0) > 0xFFFF or any(s.msg_id != msg_id for s in steps):
+        base = steps[0].index if count else 0
+        if not 0 <= base < _U32:
             return False
-        base = steps[0].index if steps else 0
-        if not 0 <= base < _U32 or any(not -(1 << 31) <= s.index - base < 1 << 31 for s in steps):
-            return False
+        code = self._codec.code
+        codes = []
+        for s in steps:
+            c = code(s)
+            if not 0 < c <= 0xFFFF or s.msg_id != msg_id or not -(1 << 31) <= s.index - base < 1 << 31:
+                return False
+            codes.append(c)
         prefix, n = parts
         table = self._tables.get(prefix)
         if table is None:
             table = self._tables[prefix] = _MsgTable()
-        if not fits(n, len(table.state)):
+        if n >= len(table.state):
+            if not fits(n, len(table.state)):
+                return False
+            grow(table.arrays(), n + 1)
+        if count > 2 and len(table.ext_time[0]) + 1 >= _U32:
             return False
-        if len(steps) > 2 and len(table.ext_time[0]) + 1 >= _U32:
-            return False
-        grow(table.arrays(), n + 1)
         table.state[n] = _COLD | (_GRANTED if msg.grants else 0) | msg.flags
         table.shape[n] = msg.pinned << 4 | len(steps)
         table.order[n], table.base[n], table.ext[n] = msg.order, base, 0
@@ -184,9 +190,11 @@ class BestByKey:
         self._tables: dict[str, _KeyTable] = {}
         self._other: dict[Any, tuple[Any, Step]] = {}
         self._prefixes: list[str] = []  # msg_id prefixes, numbered from 1 in ``present``
+        self._last: tuple[Any, Any] = (None, None)  # (key, split_id(key)) of the last get
 
     def get(self, key: Any) -> tuple[Any, Step] | None:
         parts = split_id(key)
+        self._last = (key, parts)  # the checker's put follows its get for the same key
         if parts is not None:
             table = self._tables.get(parts[0])
             n = parts[1]
@@ -207,7 +215,10 @@ class BestByKey:
         self._other[key] = (seq, step)
 
     def _put_dense(self, key: Any, seq: Any, step: Step) -> bool:
-        parts, mparts = split_id(key), split_id(step.msg_id)
+        last_key, parts = self._last
+        if last_key is not key:
+            parts = split_id(key)
+        mparts = split_id(step.msg_id)
         if parts is None or mparts is None or type(seq) is not int or not -(1 << 31) <= seq < 1 << 31:
             return False
         code = self._codec.code(step)
@@ -221,9 +232,10 @@ class BestByKey:
         table = self._tables.get(prefix)
         if table is None:
             table = self._tables[prefix] = _KeyTable()
-        if not fits(n, len(table.present)):
-            return False
-        grow(table.arrays(), n + 1)
+        if n >= len(table.present):
+            if not fits(n, len(table.present)):
+                return False
+            grow(table.arrays(), n + 1)
         table.present[n] = self._prefixes.index(mparts[0]) + 1
         table.seq[n], table.index[n], table.time[n] = seq, step.index, step.time
         table.code[n], table.msg[n] = code, mparts[1]

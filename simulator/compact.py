@@ -27,14 +27,15 @@ _SLACK = 1 << 16
 def split_id(text: Any) -> tuple[str, int] | None:
     """``"m17"`` -> ``("m", 17)``; None unless ``prefix + str(n)`` gives ``text`` back exactly.
 
-    The round trip is what makes storing the number safe: no leading zeros, ASCII digits only,
+    The round trip is what makes storing the number safe: no leading zeros, ASCII digits only
+    (rstrip strips only those, so an id ending in another Unicode digit has no digits: refused),
     a positive counter and a prefix that does not itself end in a digit.
     """
     if type(text) is not str:
         return None
     prefix = text.rstrip(_DIGITS)
-    digits = text[len(prefix):]
-    if not digits or digits[0] == "0" or len(digits) > 15 or not digits.isascii():
+    digits = text[len(prefix):]  # only ASCII digits: rstrip removed nothing else
+    if not digits or digits[0] == "0" or len(digits) > 15:
         return None
     return prefix, int(digits)
 
@@ -108,20 +109,23 @@ class IdSet:
         return item in self._other
 
     def add(self, item: Any) -> None:
-        if item in self:
-            return
-        self._count += 1
         parts = split_id(item)
         if parts is not None:
             prefix, n = parts
             bits = self._bits.get(prefix)
             if bits is None:
                 bits = self._bits[prefix] = bytearray()
-            if fits(n >> 3, len(bits)):
-                grow((bits,), (n >> 3) + 1)
-                bits[n >> 3] |= 1 << (n & 7)
+            byte, bit = n >> 3, 1 << (n & 7)
+            if byte < len(bits) and bits[byte] & bit:
+                return  # already there
+            if (byte < len(bits) or fits(byte, len(bits))) and item not in self._other:
+                grow((bits,), byte + 1)
+                bits[byte] |= bit
+                self._count += 1
                 return
-        self._other.add(item)
+        if item not in self._other:
+            self._other.add(item)
+            self._count += 1
 
     def update(self, items: Iterable[Any]) -> None:
         for item in items:

@@ -138,6 +138,6 @@ class IdSet:
         yield from self._other
         for prefix, bits in self._bits.items():
             for i, byte in enumerate(bits):
-                for b in range(8):
+                for b in range(8 if byte else 0):
                     if byte >> b & 1:
                         yield f"{prefix}{i * 8 + b}"

@@ -87,16 +87,14 @@ class ColdMessages:
         parts = split_id(msg_id)
         if parts is None:
             return False
-        base = steps[0].index if count else 0
-        if not 0 <= base < _U32:
-            return False
         code = self._codec.code
-        codes = []
+        codes = [code(s) for s in steps]
+        base = steps[0].index if count else 0
+        if count and (0 in codes or max(codes) > 0xFFFF or not 0 <= base < _U32):
+            return False
         for s in steps:
-            c = code(s)
-            if not 0 < c <= 0xFFFF or s.msg_id != msg_id or not -(1 << 31) <= s.index - base < 1 << 31:
+            if s.msg_id != msg_id or not -(1 << 31) <= s.index - base < 1 << 31:
                 return False
-            codes.append(c)
         prefix, n = parts
         table = self._tables.get(prefix)
         if table is None:
@@ -108,14 +106,18 @@ class ColdMessages:
         if count > 2 and len(table.ext_time[0]) + 1 >= _U32:
             return False
         table.state[n] = _COLD | (_GRANTED if msg.grants else 0) | msg.flags
-        table.shape[n] = msg.pinned << 4 | len(steps)
+        table.shape[n] = msg.pinned << 4 | count
         table.order[n], table.base[n], table.ext[n] = msg.order, base, 0
-        for k, s in enumerate(steps[:2]):
-            table.delta[k][n], table.time[k][n], table.code[k][n] = s.index - base, s.time, codes[k]
-        if len(steps) > 2:
+        if count:
+            s = steps[0]
+            table.delta[0][n], table.time[0][n], table.code[0][n] = s.index - base, s.time, codes[0]
+        if count > 1:
+            s = steps[1]
+            table.delta[1][n], table.time[1][n], table.code[1][n] = s.index - base, s.time, codes[1]
+        if count > 2:
             table.ext[n] = len(table.ext_time[0]) + 1
             for k in range(SLOTS - 2):
-                s = steps[k + 2] if k + 2 < len(steps) else None
+                s = steps[k + 2] if k + 2 < count else None
                 table.ext_delta[k].append(s.index - base if s else 0)
                 table.ext_time[k].append(s.time if s else 0.0)
                 table.ext_code[k].append(codes[k + 2] if s else 0)

@@ -119,7 +119,8 @@ class IdSet:
             if byte < len(bits) and bits[byte] & bit:
                 return  # already there
             if (byte < len(bits) or fits(byte, len(bits))) and item not in self._other:
-                grow((bits,), byte + 1)
+                if byte >= len(bits):
+                    grow((bits,), byte + 1)
                 bits[byte] |= bit
                 self._count += 1
                 return

@@ -3,7 +3,9 @@
 Feed it every ``Op`` as it happens (it is a ``History`` sink) or call ``check(ops)`` on a
 finished history.  Per message it keeps a few flags, two counters and a handful of recent
 *steps* (see ``simulator.chains``); counts are updated as each op arrives, so ``result()``
-only has to pick examples.  ``result()`` can be called at any time; before the final drain
+only has to pick examples.  A message settled a while ago (first dequeued ``SETTLE_LAG``
+settles back) is kept as numbers in flat arrays (``simulator.checker_store``) and brought
+back exactly as it was if anything else happens to it.  ``result()`` can be called at any time; before the final drain
 every message still in flight counts as ``lost`` (Jepsen's definition only holds after a
 complete drain).
 
@@ -28,11 +30,14 @@ duplicates and inversions are reported but, as in Jepsen, do not invalidate a ru
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .chains import FAULTS, FaultLog, Step, StepMaker, holder_of, last_of, render
+from .checker_store import BestByKey, ColdMessages, _Msg
+from .compact import StepCodec
 from .history import Op
 
 KINDS = ("lost", "duplicated", "unexpected", "oversold", "double_granted", "out_of_order",
@@ -52,6 +57,11 @@ _FINAL_KINDS = ("lost", "unexpected", "ghost", "orphan")  # examples picked in r
 
 # Ops that say nothing about one message's path (the global stock ring or nothing at all).
 _NOT_PER_MESSAGE = frozenset({"stock", "reseed", "compensate", "stock-init"})
+# Messages first dequeued this many settles ago move to the dense store.  Waiting avoids
+# bringing most of them back at once: a publisher confirm and the client's 200 often arrive
+# after the dequeue.  Any lag gives the same results; it only trades memory against time.
+SETTLE_LAG = 1024
+
 _DELIVERY_PATH = frozenset({"enqueue", "deliver", "dequeue", "ack", "drop"})
 
 
@@ -72,17 +82,6 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         return {"valid": self.valid, **self.counts,
                 "examples": [asdict(a) for a in self.anomalies]}
-
-
-class _Msg:
-    __slots__ = ("flags", "dq", "grants", "steps", "pinned")
-
-    def __init__(self) -> None:
-        self.flags = 0
-        self.dq = 0  # dequeue ok ops seen
-        self.grants = 0  # grant ok ops seen
-        self.steps: list[Step] = []
-        self.pinned = 0  # steps[:pinned] survive eviction (kept when first dequeued)
 
 
 def _classes(m: _Msg) -> int:
@@ -120,17 +119,25 @@ class _Online:
 class Checker:
     """A ``History`` sink that checks a history as it streams past."""
 
-    def __init__(self, max_examples: int = 20, *, recent: int = 6):
+    def __init__(self, max_examples: int = 20, *, recent: int = 6, settle_lag: int = SETTLE_LAG):
         self.max_examples = max_examples
-        # Steps kept per message besides the ones pinned at its first dequeue.  Measured cost
-        # is roughly 0.4-0.6 KB per settled message; recent=0 drops chains' per-message steps.
+        self.settle_lag = settle_lag  # see SETTLE_LAG
+        # Steps kept per message besides the ones pinned at its first dequeue; recent=0 drops
+        # chains' per-message steps.  A settled message with at most four steps costs about
+        # 75 bytes in the dense store (checker_store); one with more stays an object (~0.5 KB).
         self.recent = recent
-        self._msgs: dict[str, _Msg] = {}
+        self._msgs: dict[str, _Msg] = {}  # messages still in flight (or not settled densely)
+        self._seen = 0  # messages first seen so far: each one's ``order``
+        codec = StepCodec()
+        # Settled messages and the per-key order state, kept as numbers (see checker_store):
+        # a million-message run would otherwise hold a kilobyte of objects per message.
+        self._cold = ColdMessages(codec)
+        self._settling: deque[str] = deque()  # first dequeued recently, oldest first
         self._counts = {name: 0 for name in (*KINDS, *TOTALS)}
         self._stock: int | None = None
         self._stock_init: Step | None = None
         self._stock_ops: deque[Step] = deque(maxlen=3)  # latest stock/reseed/compensate steps
-        self._keys: dict[Any, tuple[Any, Step]] = {}  # key -> (highest seq, its dequeue step)
+        self._keys = BestByKey(codec)  # key -> (highest seq, its dequeue step)
         self._online: dict[str, list[_Online]] = {k: [] for k in KINDS}
         self._faults = FaultLog()
         self._saving = False  # some save began: every published message then needs its row
@@ -161,7 +168,11 @@ class Checker:
             return
         msg = self._msgs.get(op.msg_id)
         if msg is None:
-            msg = self._msgs[op.msg_id] = _Msg()
+            msg = self._cold.pop(op.msg_id)  # settled earlier: something happened to it again
+            if msg is None:
+                msg = _Msg(self._seen)
+                self._seen += 1
+            self._msgs[op.msg_id] = msg
         before = _classes(msg)
         if f == "save" and op.type == "invoke":
             self._saving = True  # a reconciler's backfill records only "ok": it does not count
@@ -184,6 +195,16 @@ class Checker:
         after = _classes(msg)
         if after != before:
             self._recount(before, after)
+        if msg.dq == 1 and f == "dequeue" and op.type == "ok":
+            self._settling.append(op.msg_id)
+            if len(self._settling) > self.settle_lag:
+                self._freeze(self._settling.popleft())
+
+    def _freeze(self, msg_id: str) -> None:
+        """Move a message settled a while ago to the dense store, if it fits there exactly."""
+        msg = self._msgs.get(msg_id)
+        if msg is not None and self._cold.put(msg_id, msg):
+            del self._msgs[msg_id]  # brought back by ``_cold.pop`` if anything happens to it
 
     @staticmethod
     def _set_flags(msg: _Msg, op: Op) -> None:
@@ -253,7 +274,7 @@ class Checker:
         key, seq = value["key"], value["seq"]
         best = self._keys.get(key)
         if best is None or seq > best[0]:
-            self._keys[key] = (seq, step)
+            self._keys.put(key, seq, step)
             return
         if seq == best[0]:
             return
@@ -329,7 +350,7 @@ class Checker:
         found: dict[str, list[Anomaly]] = {k: [] for k in _FINAL_KINDS}
         if not any(want.values()):
             return found
-        for msg_id, msg in self._msgs.items():
+        for _order, msg_id, msg in self._in_order():
             bits = _classes(msg)
             for kind in _FINAL_KINDS:
                 if bits & _BIT[kind] and len(found[kind]) < want[kind]:
@@ -337,6 +358,11 @@ class Checker:
             if all(len(found[k]) >= want[k] for k in _FINAL_KINDS):
                 break
         return found
+
+    def _in_order(self) -> Iterator[tuple[int, str, _Msg]]:
+        """Every message, in the order first seen, wherever it is kept."""
+        hot = sorted(((m.order, msg_id, m) for msg_id, m in self._msgs.items()), key=lambda t: t[0])
+        return heapq.merge(hot, self._cold.ordered(), key=lambda t: t[0])
 
     def _online_terminal(self, ex: _Online) -> str | None:
         msg = self._msgs.get(ex.msg_id) if ex.msg_id else None

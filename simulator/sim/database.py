@@ -17,6 +17,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 import simpy
 
+from simulator.compact import IdSet
 from simulator.errors import InputError, ServiceDown
 from simulator.flow import ROUTING_KEY
 from simulator.history import History
@@ -60,7 +61,8 @@ class Database:
         self.stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
         # committed tables
         self._stock = _check_count(f"{name}.stock", stock, 0)
-        self._processed: set[str] = set()
+        # every processed id, to the end of the run: one bit per id when ids are prefix+counter
+        self._processed = IdSet()
         self._ledger: dict[str, str] = {}                       # msg_id -> user
         self._submissions: dict[str, tuple[str, float]] = {}    # msg_id -> (user, committed at)
         self._outbox: dict[str, Any] = {}                       # unpublished rows, oldest first

@@ -36,9 +36,13 @@ def decode_body(raw: bytes, content_type: str | None) -> Any:
         return raw
 
 
-def properties(msg: Message) -> pika.BasicProperties:
-    """AMQP basic properties from a Message (``delivery_mode`` 2 = persistent)."""
-    _, content_type = encode_body(msg.body)
+def properties(msg: Message, content_type: str | None = None) -> pika.BasicProperties:
+    """AMQP basic properties from a Message (``delivery_mode`` 2 = persistent).
+
+    ``content_type`` is what ``encode_body`` answered for this body: passing it saves encoding
+    the body a second time just to learn it."""
+    if content_type is None:
+        _, content_type = encode_body(msg.body)
     expiration = None
     if msg.expiration is not None:
         # AMQP carries the per-message TTL as a string of whole milliseconds

@@ -9,7 +9,7 @@ Integer values come back as ``int`` whatever the client's ``decode_responses`` i
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import redis
 
@@ -80,6 +80,21 @@ class RedisPort:
 
     def decr(self, key: str) -> Done:
         return self._call(self.client.decr, self.key(key))
+
+    def decr_many(self, keys: Sequence[str]) -> Done:
+        """DECR each key in order, all in one round trip (a pipeline without MULTI/EXEC):
+        ``Done([new value, ...])``, the same values one ``decr`` per key would give.
+
+        Not atomic: other clients' commands may run between these.  On ServiceDown some of the
+        decrements may have been applied (as with a ``decr`` whose reply was lost).  A value
+        that is not an integer raises ``redis.ResponseError``, as ``decr`` does, after the rest
+        of the batch has run.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        prefix = self.prefix
+        for key in keys:
+            pipe.decr(prefix + key)
+        return self._call(pipe.execute)
 
     def incr(self, key: str) -> Done:
         return self._call(self.client.incr, self.key(key))

@@ -9,25 +9,21 @@ and removes them afterwards.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks import real_targets, real_workers
 from benchmarks import references_real as raw
-from benchmarks.common import ROOT, Row, Section, Stat, Timing, timed
+from benchmarks.common import Row, Section, Stat, Timing, timed
 from simulator.flow import ROUTING_KEY
 from simulator.messages import Message, submission_body
 
 WINDOWS = (10, 100, 1000)
 PREFETCHES = (1, 10, 100)
 STOCK = "bench:stock"
-GATEWAY_MS = 20
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -125,6 +121,7 @@ def _pair_row(sec: Section, id: str, label: str, n: int, repeats: int, adapter: 
                            "raw CPU us/op": Stat.of(t.cpu / n * 1e6 for t in runs["raw"])})
     row.values["n"] = n
     sec.rows.append(row)
+    real_targets.ratio_target(sec, row, n, adapter, reference, prepare)
     return row
 
 
@@ -157,7 +154,8 @@ def run(quick: bool, repeats: int) -> tuple[Section, dict[str, str]]:
     probe = _Probe()
     versions = {"RabbitMQ": probe.rabbit_version or "unreachable", "Redis": probe.redis_version or "unreachable"}
     sizes = _sizes(quick)
-    sec.notes.append("Adapter = MQ Lab's real_adapters (BrokerPort over pika BlockingConnection, RedisPort, "
+    sec.notes.append("Adapter = MQ Lab's real_adapters (BrokerPort over pika BlockingConnection; its "
+                     "publish_many, for windowed confirms, over a SelectConnection of its own; RedisPort, "
                      "SqlDatabase on SQLite with WAL + synchronous=FULL); raw = the same calls written "
                      "directly on pika / redis-py / sqlite3 (benchmarks/references_real.py). Messages are "
                      "persistent, on a durable queue, mandatory off. Sizes: "
@@ -173,7 +171,9 @@ def run(quick: bool, repeats: int) -> tuple[Section, dict[str, str]]:
     finally:
         tmp.cleanup()
     sec.group = "workers"
-    _worker_rows(sec, probe, quick, repeats)
+    real_workers.worker_rows(sec, probe.rabbit_problem or probe.redis_problem, quick, repeats)
+    for row in sec.rows:  # a row that could not run at all: its target says why
+        real_targets.missing(sec, row.id, row.na or "the row did not run")
     return sec, versions
 
 
@@ -266,11 +266,25 @@ def _broker_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: in
                   lambda tag: rb.publish(exchange, ROUTING_KEY, _raw_factory(tag), n, confirms=True))
         settle_queue(0)
 
+    def adapter_windowed(n: int, w: int) -> Runner:
+        def go(tag: str) -> int:
+            # building the messages is on the clock, as the raw side builds each as it publishes
+            done = port.publish_many(EXCHANGE, ROUTING_KEY, [_message(tag, i) for i in range(n)],
+                                     window=w, mandatory=False, timeout_s=300.0)
+            if done.error is not None or not done.value.ok:
+                raise RuntimeError(f"adapter publish_many: {done.error or done.value.error}")
+            return done.value.acked
+        return go
+
     def window_row(w: int) -> None:
         n = sizes["async"]
-        _pair_row(sec, f"real.publish.async_w{w}", f"publish, async confirms, window {w}", n, repeats, None,
-                  lambda tag: raw.publish_windowed(url, exchange, ROUTING_KEY, _raw_factory(tag), n, w),
-                  adapter_na="n/a: adapter lacks windowed confirms")
+        # open the adapter's confirm connection off the clock: the raw side's timing starts
+        # once its channel is ready, too
+        adapter_windowed(1, w)("warm")
+        settle_queue(1)
+        _pair_row(sec, f"real.publish.async_w{w}", f"publish, async confirms, window {w}", n, repeats,
+                  adapter_windowed(n, w),
+                  lambda tag: raw.publish_windowed(url, exchange, ROUTING_KEY, _raw_factory(tag), n, w))
         settle_queue(0)
 
     def plain_row() -> None:
@@ -383,13 +397,23 @@ def _redis_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: int
             return n
         return go
 
+    def adapter_pipelined(n: int, batch: int) -> Callable[[str], int]:
+        def go(_tag: str) -> int:
+            done, keys = 0, [STOCK] * batch
+            while done < n:
+                result = port.decr_many(keys if n - done >= batch else keys[:n - done])
+                if result.error is not None:
+                    raise RuntimeError(f"adapter redis: {result}")
+                done += len(result.value)
+            return done
+        return go
+
     n, m = sizes["redis"], sizes["pipelined"]
     bodies = [
         lambda: _pair_row(sec, ids[0][0], ids[0][1], n, repeats, adapter_loop(port.decr, n),
                           lambda _t: raw.redis_decr(client, key, n)),
-        lambda: _pair_row(sec, ids[1][0], ids[1][1], m, repeats, None,
-                          lambda _t: raw.redis_decr_pipelined(client, key, m, 100),
-                          adapter_na="n/a: RedisPort has no pipelining (one round trip per call)"),
+        lambda: _pair_row(sec, ids[1][0], ids[1][1], m, repeats, adapter_pipelined(m, 100),
+                          lambda _t: raw.redis_decr_pipelined(client, key, m, 100)),
         lambda: _pair_row(sec, ids[2][0], ids[2][1], n, repeats, adapter_loop(port.check_and_decr, n),
                           lambda _t: raw.redis_check_and_decr(client, key, n)),
     ]
@@ -403,82 +427,3 @@ def _redis_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: int
                 cleanup()
             except Exception:  # noqa: BLE001 - a server that went away cannot be cleaned up
                 pass
-
-
-# ---------------------------------------------------------------------------- workers and fidelity
-
-WORKER_COUNTS = (1, 2, 4)
-
-
-def _worker_command_exists() -> bool:
-    from simulator.cli import build_parser
-
-    parser = build_parser()
-    actions = parser._subparsers._group_actions if parser._subparsers else []  # noqa: SLF001
-    return any("worker" in (getattr(a, "choices", None) or {}) for a in actions)
-
-
-def _calibrate(workers: tuple[int, ...], per_worker: int, timeout_s: float) -> dict[str, Any]:
-    """``mqlab real calibrate`` in its own process, on a fresh SQLite file; its JSON report."""
-    with tempfile.TemporaryDirectory(prefix="mqlab-bench-cal-") as tmp:
-        cmd = [sys.executable, "-m", "simulator.cli", "real", "calibrate",
-               "--workers", ",".join(map(str, workers)), "--per-worker", str(per_worker),
-               "--gateway-latency-ms", str(GATEWAY_MS), "--database-url", f"sqlite:///{tmp}/calibrate.sqlite",
-               "--json"]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
-                              env={**os.environ, "MPLBACKEND": "Agg"})
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"mqlab real calibrate exited {proc.returncode}: " + " | ".join(tail))
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _worker_rows(sec: Section, probe: _Probe, quick: bool, repeats: int) -> None:
-    rows = {k: sec.row(f"real.workers.{k}", f"worker scale-out, {k} process(es), {GATEWAY_MS} ms gateway")
-            for k in WORKER_COUNTS}
-    fidelity = sec.row("real.fidelity", "fidelity: calibrated simulation vs measured")
-    everything = [*rows.values(), fidelity]
-    problem = probe.rabbit_problem or probe.redis_problem
-    if problem:
-        for r in everything:
-            r.na = problem
-        return
-    if not _worker_command_exists():
-        for r in rows.values():
-            r.na = "n/a: `mqlab worker` does not exist yet"
-        fidelity.na = "n/a: no calibration yet"
-        return
-    workers = (1,) if quick else WORKER_COUNTS
-    per_worker = 20 if quick else 120
-    reports: list[dict[str, Any]] = []
-    try:
-        for _ in range(1 if quick else repeats):
-            reports.append(_calibrate(workers, per_worker, 600 + 60 * per_worker))
-    except Exception as exc:  # noqa: BLE001 - a broken calibration is a reported n/a, not a crash
-        for r in everything:
-            r.na = f"n/a: calibration failed: {exc}"[:300]
-        return
-    sec.notes.append(
-        f"Workers and fidelity: `mqlab real calibrate --workers {','.join(map(str, workers))} "
-        f"--per-worker {per_worker} --gateway-latency-ms {GATEWAY_MS}` (one profiling run, then one "
-        "measured run per worker count on a backlog, each worker its own `mqlab worker` process; the "
-        "calibrated model predicts each count from the profile alone).")
-    by_k: dict[int, list[dict[str, Any]]] = {k: [] for k in workers}
-    for rep in reports:
-        for entry in rep["rows"]:
-            by_k[int(entry["workers"])].append(entry)
-    one = Stat.of(e["measured"] for e in by_k[1]).median
-    errors: list[float] = []
-    for k, r in rows.items():
-        found = by_k.get(k)
-        if not found:
-            r.na = f"--quick measures 1 worker ({per_worker} submissions) only"
-            continue
-        measured = Stat.of(e["measured"] for e in found)
-        r.values = {"measured msg/s": measured, "vs 1 worker": measured.median / one,
-                    "model msg/s": Stat.of(e["predicted"] for e in found),
-                    "model error %": Stat.of(e["error_pct"] for e in found)}
-        errors += [abs(e["error_pct"]) for e in found]
-    fidelity.values = {"mean abs error %": sum(errors) / len(errors), "worst abs error %": max(errors)}
-    fidelity.note = "calibrated fields: " + ", ".join(
-        f"{k} {v:.3g}" for k, v in sorted(reports[-1]["calibrated"].items()))

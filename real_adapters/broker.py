@@ -101,6 +101,7 @@ class BrokerPort:
         self._connection: pika.BlockingConnection | None = None
         self._channels: dict[str, BlockingChannel] = {}  # "confirm", "plain", "admin"
         self._consumers: dict[str, tuple[BlockingChannel, bool]] = {}  # consumer tag -> (channel, auto_ack)
+        self._logical: dict[str, str] = {}  # physical exchange name -> logical, for deliveries
         self.connects = 0  # how many connections this client has opened (reconnects = connects - 1)
         # message ids returned (basic.return) to plain, unconfirmed publishes: the only trace of
         # an unroutable mandatory publish when confirms are off
@@ -361,11 +362,12 @@ class BrokerPort:
         return self._delivery(method, props, body, queue)
 
     def _delivery(self, method: Any, props: pika.BasicProperties, body: bytes, queue: str) -> Delivery:
-        msg = message_from_amqp(props, body, routing_key=method.routing_key,
-                                exchange=self.topology.logical(method.exchange))
-        return Delivery(message=msg, delivery_tag=method.delivery_tag,
-                        redelivered=bool(method.redelivered), queue=queue,
-                        consumer_tag=method.consumer_tag, death_reason=death_reason(msg.headers))
+        exchange = self._logical.get(method.exchange)
+        if exchange is None:  # a handful of exchanges per run: map each name once
+            exchange = self._logical[method.exchange] = self.topology.logical(method.exchange)
+        msg = message_from_amqp(props, body, routing_key=method.routing_key, exchange=exchange)
+        return Delivery(msg, method.delivery_tag, bool(method.redelivered), queue, method.consumer_tag,
+                        death_reason(msg.headers) if msg.headers else None)
 
 
 def _describe(exc: BaseException) -> str:

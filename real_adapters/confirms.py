@@ -156,8 +156,10 @@ class WindowedPublisher:
         self._channel: Any = None
         self._next_tag = 1  # the delivery tag the broker gives the channel's next publish
         self._last_io = 0.0
+        self._confirming = False  # the current channel's confirm.select was answered
         self._batch: _Batch | None = None
-        self._wait_error: ServiceDown | None = None
+        self._wait_error: ServiceDown | None = None  # set by a callback: why the loop must stop
+        self._stop_when: Callable[[], bool] | None = None  # what the running loop waits for
         self.connects = 0
 
     # ------------------------------------------------------------------ the loop
@@ -178,8 +180,6 @@ class WindowedPublisher:
             if self._conn is conn:
                 conn.ioloop.remove_timeout(timer)
         return ready()
-
-    _stop_when: Callable[[], bool] | None = None
 
     def _maybe_stop(self) -> None:
         if self._conn is not None and (self._stop_when is None or self._stop_when() or self._wait_error):
@@ -202,8 +202,7 @@ class WindowedPublisher:
         else:
             self._open_channel(self._conn)
         ok = self._run_until(lambda: self._wait_error is not None or
-                             (self._channel is not None and self._channel.is_open
-                              and getattr(self._channel, "_mqlab_confirming", False)), deadline)
+                             (self._channel is not None and self._confirming), deadline)
         if self._wait_error is not None or not ok:
             error = self._wait_error or ServiceDown(COMPONENT, "timed out opening the confirm channel")
             self.close()
@@ -216,32 +215,37 @@ class WindowedPublisher:
         conn.channel(on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, ch: Any) -> None:
-        self._channel = ch
+        self._channel, self._confirming = ch, False
         self._next_tag = 1  # a new channel numbers its publishes from 1 again
         ch.add_on_close_callback(self._on_channel_closed)
         ch.add_on_return_callback(self._on_return)
 
         def confirming(_frame: Any) -> None:
-            ch._mqlab_confirming = True  # noqa: SLF001 - our own marker on the channel object
+            if ch is self._channel:
+                self._confirming = True
             self._maybe_stop()
 
         ch.confirm_delivery(self._on_confirm, callback=confirming)
 
-    def _on_open_error(self, _conn: Any, exc: BaseException) -> None:
-        self._wait_error = ServiceDown(COMPONENT, _describe(exc))
-        self._conn = self._channel = None
-        _conn.ioloop.stop()
+    # On failure the connection object stays in self._conn (closed): the next call's
+    # _ensure_channel, or close(), releases its I/O loop (an epoll descriptor) before a new one.
+    def _on_open_error(self, conn: Any, exc: BaseException) -> None:
+        if self._conn is conn:
+            self._wait_error = ServiceDown(COMPONENT, _describe(exc))
+            self._channel = None
+        conn.ioloop.stop()
 
     def _on_connection_closed(self, conn: Any, reason: BaseException) -> None:
         if self._conn is conn:
             self._wait_error = self._wait_error or ServiceDown(COMPONENT, _describe(reason))
-            self._conn = self._channel = None
+            self._channel = None
         conn.ioloop.stop()
 
     def _on_channel_closed(self, ch: Any, reason: BaseException) -> None:
         if ch is self._channel:
             self._channel = None
             if self._conn is not None and self._conn.is_open and isinstance(reason, px.ChannelClosedByBroker):
+                # e.g. 404 on a missing exchange: only the channel is gone
                 self._wait_error = ChannelClosed(COMPONENT, _describe(reason))
             else:
                 self._wait_error = self._wait_error or ServiceDown(COMPONENT, _describe(reason))
@@ -274,13 +278,22 @@ class WindowedPublisher:
             return  # a late confirm from a batch that already ended: its channel was dropped
         method = frame.method
         batch.settle(method.delivery_tag, method.multiple, isinstance(method, pika.spec.Basic.Ack))
-        self._pump(batch)
+        self._safe_pump(batch)
         if batch.done:
             self._maybe_stop()
 
     def _on_return(self, _ch: Any, method: Any, props: pika.BasicProperties, _body: bytes) -> None:
         if self._batch is not None:
             self._batch.on_return(props.message_id or "", method.routing_key)
+
+    def _safe_pump(self, batch: _Batch) -> None:
+        """``_pump`` from inside the I/O loop: a pika error must end the batch, not escape
+        through ``ioloop.start()`` to the caller as a raw pika exception."""
+        try:
+            self._pump(batch)
+        except (px.AMQPError, OSError) as exc:
+            self._wait_error = self._wait_error or ServiceDown(COMPONENT, _describe(exc))
+            self._maybe_stop()
 
     def _pump(self, batch: _Batch) -> None:
         """Publish while the window has room."""
@@ -317,10 +330,7 @@ class WindowedPublisher:
         batch = _Batch(messages, window, self._next_tag, mandatory, self._physical(exchange), key)
         self._batch, self._wait_error = batch, None
         try:
-            try:
-                self._pump(batch)
-            except (px.AMQPError, OSError) as exc:
-                self._wait_error = ServiceDown(COMPONENT, _describe(exc))
+            self._safe_pump(batch)
             if self._wait_error is None:
                 self._run_until(lambda: batch.done or self._wait_error is not None, deadline)
         finally:

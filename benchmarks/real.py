@@ -15,15 +15,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import real_targets, real_workers
+from benchmarks import real_redis, real_workers
 from benchmarks import references_real as raw
-from benchmarks.common import Row, Section, Stat, Timing, timed
+from benchmarks.common import Section
+from benchmarks.real_pairs import STOCK, Runner, guard as _guard, pair_row as _pair_row, raw_redis
 from simulator.flow import ROUTING_KEY
 from simulator.messages import Message, submission_body
 
 WINDOWS = (10, 100, 1000)
 PREFETCHES = (1, 10, 100)
-STOCK = "bench:stock"
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -77,78 +77,6 @@ def _raw_factory(tag: str) -> Callable[[int], Any]:
                                              f"{tag}-{i}", f"c-{tag}-{i}")
 
 
-Runner = Callable[[str], Any]  # tag -> count, or (count, (wall, cpu)) when it times itself
-
-
-def _pair_row(sec: Section, id: str, label: str, n: int, repeats: int, adapter: Runner | None,
-              reference: Runner, adapter_na: str = "", prepare: Callable[[str], None] | None = None) -> Row:
-    """Interleave adapter and raw runs (alternating who goes first) and fill one row.
-
-    ``prepare(tag)`` runs before each timed run, off the clock (filling the queue to consume).
-    A runner that returns ``(count, (wall, cpu))`` has timed its own measured part.
-    """
-    row = Row(id, sec.name, label, group=sec.group)  # added to the section only once complete
-    runs: dict[str, list[Timing]] = {"adapter": [], "raw": []}
-    sides = {"adapter": adapter, "raw": reference}
-    for rep in range(repeats):
-        order = ["adapter", "raw"] if rep % 2 == 0 else ["raw", "adapter"]
-        for side in order:
-            fn = sides[side]
-            if fn is None:
-                continue
-            tag = f"{side[0]}{rep}{uuid.uuid4().hex[:6]}"
-            if prepare is not None:
-                prepare(tag)
-            done, t = timed(lambda: fn(tag))
-            if isinstance(done, tuple):
-                done, (wall, cpu) = done
-                t = Timing(wall, cpu)
-            _expect(done, n, f"{id} {side}")
-            runs[side].append(t)
-    raw_rate = Stat.of(n / t.wall for t in runs["raw"])
-    if adapter is None:
-        for col in ("adapter op/s", "raw op/s", "adapter/raw", "adapter CPU us/op", "raw CPU us/op"):
-            if col.startswith("adapter"):
-                row.set_na(col, adapter_na)
-            else:
-                row.values[col] = raw_rate if col == "raw op/s" else \
-                    Stat.of(t.cpu / n * 1e6 for t in runs["raw"])
-    else:
-        adapter_rate = Stat.of(n / t.wall for t in runs["adapter"])
-        row.values.update({"adapter op/s": adapter_rate, "raw op/s": raw_rate,
-                           "adapter/raw": adapter_rate.median / raw_rate.median,
-                           "adapter CPU us/op": Stat.of(t.cpu / n * 1e6 for t in runs["adapter"]),
-                           "raw CPU us/op": Stat.of(t.cpu / n * 1e6 for t in runs["raw"])})
-    row.values["n"] = n
-    sec.rows.append(row)
-    real_targets.ratio_target(sec, row, n, adapter, reference, prepare)
-    return row
-
-
-def _guard(sec: Section, id: str, label: str, body: Callable[[], Any], recover: Callable[[], None]) -> None:
-    """Run one row's measurement; if it fails (a service went away mid-run), let ``recover``
-    wait for the service and reset, and try once more; a second failure is an n/a row."""
-    last: BaseException | None = None
-    for attempt in range(2):
-        try:
-            body()
-            return
-        except Exception as exc:  # noqa: BLE001 - reported in the row
-            last = exc
-            if attempt == 0:
-                try:
-                    recover()
-                except Exception:  # noqa: BLE001 - the retry will fail and say so
-                    pass
-    sec.row(id, label).na = (f"n/a: failed twice, the service went away during the run "
-                             f"({type(last).__name__}: {str(last)[:160]})")
-
-
-def _expect(done: int, n: int, what: str) -> None:
-    if done != n:
-        raise RuntimeError(f"{what}: completed {done} of {n}")
-
-
 def run(quick: bool, repeats: int) -> tuple[Section, dict[str, str]]:
     sec = Section("real")
     probe = _Probe()
@@ -167,11 +95,13 @@ def run(quick: bool, repeats: int) -> tuple[Section, dict[str, str]]:
     tmp = tempfile.TemporaryDirectory(prefix="mqlab-bench-")
     try:
         _broker_rows(sec, probe, sizes, repeats, Path(tmp.name))
-        _redis_rows(sec, probe, sizes, repeats)
+        real_redis.redis_rows(sec, probe.redis_problem, probe.redis_url, sizes, repeats)
     finally:
         tmp.cleanup()
     sec.group = "workers"
     real_workers.worker_rows(sec, probe.rabbit_problem or probe.redis_problem, quick, repeats)
+    from benchmarks import real_targets
+
     for row in sec.rows:  # a row that could not run at all: its target says why
         real_targets.missing(sec, row.id, row.na or "the row did not run")
     return sec, versions
@@ -306,7 +236,7 @@ def _broker_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: in
         n = sizes["flow"]
         prefix = f"mqlab-bench:{ns}:"
         redis_port = RedisPort(make_redis_client(Settings(redis_url=probe.redis_url)), key_prefix=prefix)
-        client = _raw_redis(probe.redis_url)
+        client = raw_redis(probe.redis_url)
         db = SqlDatabase(f"sqlite:///{tmp / 'adapter.sqlite'}")
         ledger = raw.RawLedger(str(tmp / "raw.sqlite"))
 
@@ -357,76 +287,4 @@ def _broker_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: in
             try:
                 cleanup()
             except Exception:  # noqa: BLE001 - a broker that went away cannot be cleaned up
-                pass
-
-
-def _raw_redis(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url)
-
-
-# ---------------------------------------------------------------------------- redis rows
-
-def _redis_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: int) -> None:
-    ids = [("real.redis.decr", "Redis DECR, one round trip each"),
-           ("real.redis.decr_pipelined", "Redis DECR, pipelined 100 per round trip"),
-           ("real.redis.check_and_decr", "Redis check-and-decrement script (EVALSHA)")]
-    if probe.redis_problem:
-        for id, label in ids:
-            sec.row(id, label).na = probe.redis_problem
-        return
-    from real_adapters.bootstrap import make_redis_client
-    from real_adapters.redis_store import RedisPort
-    from real_adapters.settings import Settings
-
-    prefix = f"mqlab-bench:{uuid.uuid4().hex[:10]}:"
-    port = RedisPort(make_redis_client(Settings(redis_url=probe.redis_url)), key_prefix=prefix)
-    client = _raw_redis(probe.redis_url)
-    key = prefix + STOCK
-
-    def recover() -> None:
-        deadline = time.monotonic() + 90
-        while not port.ping() and time.monotonic() < deadline:
-            time.sleep(1.0)
-        port.set(STOCK, 10**12)
-
-    def adapter_loop(call: Callable[[str], Any], n: int) -> Callable[[str], int]:
-        def go(_tag: str) -> int:
-            for _ in range(n):
-                done = call(STOCK)
-                if done.error is not None:
-                    raise RuntimeError(f"adapter redis: {done}")
-            return n
-        return go
-
-    def adapter_pipelined(n: int, batch: int) -> Callable[[str], int]:
-        def go(_tag: str) -> int:
-            done, keys = 0, [STOCK] * batch
-            while done < n:
-                result = port.decr_many(keys if n - done >= batch else keys[:n - done])
-                if result.error is not None:
-                    raise RuntimeError(f"adapter redis: {result}")
-                done += len(result.value)
-            return done
-        return go
-
-    n, m = sizes["redis"], sizes["pipelined"]
-    bodies = [
-        lambda: _pair_row(sec, ids[0][0], ids[0][1], n, repeats, adapter_loop(port.decr, n),
-                          lambda _t: raw.redis_decr(client, key, n)),
-        lambda: _pair_row(sec, ids[1][0], ids[1][1], m, repeats, adapter_pipelined(m, 100),
-                          lambda _t: raw.redis_decr_pipelined(client, key, m, 100)),
-        lambda: _pair_row(sec, ids[2][0], ids[2][1], n, repeats, adapter_loop(port.check_and_decr, n),
-                          lambda _t: raw.redis_check_and_decr(client, key, n)),
-    ]
-    try:
-        port.set(STOCK, 10**12)
-        for (id, label), body in zip(ids, bodies):
-            _guard(sec, id, label, body, recover)
-    finally:
-        for cleanup in (port.clear, port.close, client.close):
-            try:
-                cleanup()
-            except Exception:  # noqa: BLE001 - a server that went away cannot be cleaned up
                 pass

@@ -18,7 +18,8 @@ from typing import Any, Callable
 from benchmarks import real_redis, real_workers
 from benchmarks import references_real as raw
 from benchmarks.common import Section
-from benchmarks.real_pairs import STOCK, Runner, guard as _guard, pair_row as _pair_row, raw_redis
+from benchmarks.real_pairs import STEADY_REPEATS, STOCK, Runner, guard as _guard, pair_row as _pair_row, \
+    raw_redis, steady
 from simulator.flow import ROUTING_KEY
 from simulator.messages import Message, submission_body
 
@@ -87,7 +88,10 @@ def run(quick: bool, repeats: int) -> tuple[Section, dict[str, str]]:
                      "SqlDatabase on SQLite with WAL + synchronous=FULL); raw = the same calls written "
                      "directly on pika / redis-py / sqlite3 (benchmarks/references_real.py). Messages are "
                      "persistent, on a durable queue, mandatory off. Sizes: "
-                     + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + ".")
+                     + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + ". "
+                     + ("" if repeats == 1 else
+                        f"Sync confirms, pipelined DECR and consume + DECR + ledger + ack take at least "
+                        f"{STEADY_REPEATS} interleaved repeats: their runs swing most on a shared disk and CPU."))
     if probe.rabbit_problem:
         sec.notes.append(probe.rabbit_problem + ": broker rows skipped.")
     if probe.redis_problem:
@@ -191,7 +195,8 @@ def _broker_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: in
     def sync_row() -> None:
         n = sizes["sync"]
         warm(True)
-        _pair_row(sec, "real.publish.sync_confirms", "publish, sync confirms (one at a time)", n, repeats,
+        # each publish waits for the broker's fsync of a persistent message: see steady()
+        _pair_row(sec, "real.publish.sync_confirms", "publish, sync confirms (one at a time)", n, steady(repeats),
                   adapter_publish(n, True),
                   lambda tag: rb.publish(exchange, ROUTING_KEY, _raw_factory(tag), n, confirms=True))
         settle_queue(0)
@@ -255,15 +260,12 @@ def _broker_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: in
             # open the adapter's SQLite connection and create its schema off the clock, as the
             # raw side's constructor does (otherwise the first adapter run pays for both)
             db.ledger_count()
-            # every operation waits for two fsyncs (SQLite's COMMIT, the broker's ack of a
-            # persistent message) on a disk other work shares: more interleaved repeats than
-            # the other rows, so one slow patch of the disk does not decide the median
-            flow_repeats = repeats if repeats == 1 else max(repeats, 5)
-            row = _pair_row(sec, FLOW_ROW, FLOW_LABEL, n, flow_repeats,
+            # every operation waits for SQLite's fsync (and the broker's disk): see steady()
+            row = _pair_row(sec, FLOW_ROW, FLOW_LABEL, n, steady(repeats),
                             lambda tag: adapter_consume(n, 10, adapter_work),
                             lambda tag: raw.consume_decr_ledger_ack(rb, queue, n, 10, client, prefix + STOCK, ledger),
                             prepare=lambda tag: prefill(tag, n))
-            row.note = "; ".join(x for x in (row.note, f"{flow_repeats} repeats; ledger rows written: "
+            row.note = "; ".join(x for x in (row.note, f"ledger rows written: "
                                              f"{db.ledger_count() + ledger.count():,} (both sides)") if x)
         finally:
             try:

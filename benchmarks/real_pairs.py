@@ -11,6 +11,14 @@ from benchmarks import real_targets
 from benchmarks.common import Row, Section, Stat, Timing, timed
 
 STOCK = "bench:stock"
+STEADY_REPEATS = 5
+
+
+def steady(repeats: int) -> int:
+    """Repeats for a row whose runs swing most on this shared machine (each operation waits for
+    an fsync, or a run lasts about a second): at least STEADY_REPEATS interleaved pairs, so
+    one slow patch of disk or CPU does not decide the median.  ``--quick`` (1) stays 1."""
+    return repeats if repeats == 1 else max(repeats, STEADY_REPEATS)
 
 Runner = Callable[[str], Any]  # tag -> count, or (count, (wall, cpu)) when it times itself
 

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from benchmarks import references_real as raw
 from benchmarks.common import Section
-from benchmarks.real_pairs import STOCK, guard, pair_row, raw_redis
+from benchmarks.real_pairs import STOCK, guard, pair_row, raw_redis, steady
 
 def redis_rows(sec: Section, problem: str, url: str, sizes: dict[str, int], repeats: int) -> None:
     ids = [("real.redis.decr", "Redis DECR, one round trip each"),
@@ -59,7 +59,7 @@ def redis_rows(sec: Section, problem: str, url: str, sizes: dict[str, int], repe
     bodies = [
         lambda: pair_row(sec, ids[0][0], ids[0][1], n, repeats, adapter_loop(port.decr, n),
                           lambda _t: raw.redis_decr(client, key, n)),
-        lambda: pair_row(sec, ids[1][0], ids[1][1], m, repeats, adapter_pipelined(m, 100),
+        lambda: pair_row(sec, ids[1][0], ids[1][1], m, steady(repeats), adapter_pipelined(m, 100),
                           lambda _t: raw.redis_decr_pipelined(client, key, m, 100)),
         lambda: pair_row(sec, ids[2][0], ids[2][1], n, repeats, adapter_loop(port.check_and_decr, n),
                           lambda _t: raw.redis_check_and_decr(client, key, n)),

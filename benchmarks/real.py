@@ -90,8 +90,9 @@ def run(quick: bool, repeats: int) -> tuple[Section, dict[str, str]]:
                      "persistent, on a durable queue, mandatory off. Sizes: "
                      + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + ". "
                      + ("" if repeats == 1 else
-                        f"Sync confirms, pipelined DECR and consume + DECR + ledger + ack take at least "
-                        f"{STEADY_REPEATS} interleaved repeats: their runs swing most on a shared disk and CPU."))
+                        f"Sync confirms, consume + DECR + ledger + ack (both wait on fsync) and the Redis rows "
+                        f"(each run lasts about a second) take at least {STEADY_REPEATS} interleaved repeats: "
+                        "their runs swing most on a shared disk and CPU."))
     if probe.rabbit_problem:
         sec.notes.append(probe.rabbit_problem + ": broker rows skipped.")
     if probe.redis_problem:

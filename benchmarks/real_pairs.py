@@ -16,7 +16,7 @@ STEADY_REPEATS = 5
 
 def steady(repeats: int) -> int:
     """Repeats for a row whose runs swing most on this shared machine (each operation waits for
-    an fsync, or a run lasts about a second): at least STEADY_REPEATS interleaved pairs, so
+    an fsync, or a run lasts about a second, as the Redis rows' do): at least STEADY_REPEATS interleaved pairs, so
     one slow patch of disk or CPU does not decide the median.  ``--quick`` (1) stays 1."""
     return repeats if repeats == 1 else max(repeats, STEADY_REPEATS)
 

@@ -57,11 +57,11 @@ def redis_rows(sec: Section, problem: str, url: str, sizes: dict[str, int], repe
 
     n, m = sizes["redis"], sizes["pipelined"]
     bodies = [
-        lambda: pair_row(sec, ids[0][0], ids[0][1], n, repeats, adapter_loop(port.decr, n),
+        lambda: pair_row(sec, ids[0][0], ids[0][1], n, steady(repeats), adapter_loop(port.decr, n),
                           lambda _t: raw.redis_decr(client, key, n)),
         lambda: pair_row(sec, ids[1][0], ids[1][1], m, steady(repeats), adapter_pipelined(m, 100),
                           lambda _t: raw.redis_decr_pipelined(client, key, m, 100)),
-        lambda: pair_row(sec, ids[2][0], ids[2][1], n, repeats, adapter_loop(port.check_and_decr, n),
+        lambda: pair_row(sec, ids[2][0], ids[2][1], n, steady(repeats), adapter_loop(port.check_and_decr, n),
                           lambda _t: raw.redis_check_and_decr(client, key, n)),
     ]
     try:

@@ -35,8 +35,20 @@ _AREAS = (
 )
 
 
-def _area(filename: str) -> str:
-    for part, area in _AREAS:
+# the real-service rows: where an adapter's time goes next to the raw client's
+REAL_AREAS = (
+    ("/real_adapters/", "MQ Lab adapters (real_adapters/)"),
+    ("/simulator/", "MQ Lab adapters (real_adapters/)"),  # Message, Delivery, Done
+    ("/pika/", "pika"),
+    ("/redis/", "redis-py"),
+    ("/benchmarks/", "benchmark and raw reference code"),
+)
+
+Areas = tuple[tuple[str, str], ...]
+
+
+def _area(filename: str, areas: Areas = _AREAS) -> str:
+    for part, area in areas:
         if part in filename:
             return area
     return "other"
@@ -54,7 +66,7 @@ def _label(func: tuple[str, int, str]) -> str:
     return f"{short}:{line}({name})"
 
 
-def profile_call(fn: Callable[[], Any], top: int = 14) -> dict[str, Any]:
+def profile_call(fn: Callable[[], Any], top: int = 14, areas_map: Areas = _AREAS) -> dict[str, Any]:
     """Run ``fn`` under cProfile; returns the area breakdown, the top functions and call counts."""
     prof = cProfile.Profile()
     prof.enable()
@@ -73,10 +85,10 @@ def profile_call(fn: Callable[[], Any], top: int = 14) -> dict[str, Any]:
             shares = {caller: c[2] for caller, c in callers.items()}
             whole = sum(shares.values()) or 1.0
             for caller, share in shares.items():
-                area = _area(caller[0]) if caller[0] != "~" else "other"
+                area = _area(caller[0], areas_map) if caller[0] != "~" else "other"
                 areas[area] += tt * share / whole
         else:
-            areas[_area(func[0])] += tt
+            areas[_area(func[0], areas_map)] += tt
     by_tt = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
     functions = [{"function": _label(func), "ncalls": nc, "tottime": tt, "cumtime": ct}
                  for func, (_cc, nc, tt, ct, _callers) in by_tt]

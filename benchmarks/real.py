@@ -9,25 +9,22 @@ and removes them afterwards.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks import real_redis, real_workers
 from benchmarks import references_real as raw
-from benchmarks.common import ROOT, Row, Section, Stat, Timing, timed
+from benchmarks.common import Section
+from benchmarks.real_pairs import STEADY_REPEATS, STOCK, Runner, guard as _guard, pair_row as _pair_row, \
+    raw_redis, steady
 from simulator.flow import ROUTING_KEY
 from simulator.messages import Message, submission_body
 
 WINDOWS = (10, 100, 1000)
 PREFETCHES = (1, 10, 100)
-STOCK = "bench:stock"
-GATEWAY_MS = 20
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -81,87 +78,21 @@ def _raw_factory(tag: str) -> Callable[[int], Any]:
                                              f"{tag}-{i}", f"c-{tag}-{i}")
 
 
-Runner = Callable[[str], Any]  # tag -> count, or (count, (wall, cpu)) when it times itself
-
-
-def _pair_row(sec: Section, id: str, label: str, n: int, repeats: int, adapter: Runner | None,
-              reference: Runner, adapter_na: str = "", prepare: Callable[[str], None] | None = None) -> Row:
-    """Interleave adapter and raw runs (alternating who goes first) and fill one row.
-
-    ``prepare(tag)`` runs before each timed run, off the clock (filling the queue to consume).
-    A runner that returns ``(count, (wall, cpu))`` has timed its own measured part.
-    """
-    row = Row(id, sec.name, label, group=sec.group)  # added to the section only once complete
-    runs: dict[str, list[Timing]] = {"adapter": [], "raw": []}
-    sides = {"adapter": adapter, "raw": reference}
-    for rep in range(repeats):
-        order = ["adapter", "raw"] if rep % 2 == 0 else ["raw", "adapter"]
-        for side in order:
-            fn = sides[side]
-            if fn is None:
-                continue
-            tag = f"{side[0]}{rep}{uuid.uuid4().hex[:6]}"
-            if prepare is not None:
-                prepare(tag)
-            done, t = timed(lambda: fn(tag))
-            if isinstance(done, tuple):
-                done, (wall, cpu) = done
-                t = Timing(wall, cpu)
-            _expect(done, n, f"{id} {side}")
-            runs[side].append(t)
-    raw_rate = Stat.of(n / t.wall for t in runs["raw"])
-    if adapter is None:
-        for col in ("adapter op/s", "raw op/s", "adapter/raw", "adapter CPU us/op", "raw CPU us/op"):
-            if col.startswith("adapter"):
-                row.set_na(col, adapter_na)
-            else:
-                row.values[col] = raw_rate if col == "raw op/s" else \
-                    Stat.of(t.cpu / n * 1e6 for t in runs["raw"])
-    else:
-        adapter_rate = Stat.of(n / t.wall for t in runs["adapter"])
-        row.values.update({"adapter op/s": adapter_rate, "raw op/s": raw_rate,
-                           "adapter/raw": adapter_rate.median / raw_rate.median,
-                           "adapter CPU us/op": Stat.of(t.cpu / n * 1e6 for t in runs["adapter"]),
-                           "raw CPU us/op": Stat.of(t.cpu / n * 1e6 for t in runs["raw"])})
-    row.values["n"] = n
-    sec.rows.append(row)
-    return row
-
-
-def _guard(sec: Section, id: str, label: str, body: Callable[[], Any], recover: Callable[[], None]) -> None:
-    """Run one row's measurement; if it fails (a service went away mid-run), let ``recover``
-    wait for the service and reset, and try once more; a second failure is an n/a row."""
-    last: BaseException | None = None
-    for attempt in range(2):
-        try:
-            body()
-            return
-        except Exception as exc:  # noqa: BLE001 - reported in the row
-            last = exc
-            if attempt == 0:
-                try:
-                    recover()
-                except Exception:  # noqa: BLE001 - the retry will fail and say so
-                    pass
-    sec.row(id, label).na = (f"n/a: failed twice, the service went away during the run "
-                             f"({type(last).__name__}: {str(last)[:160]})")
-
-
-def _expect(done: int, n: int, what: str) -> None:
-    if done != n:
-        raise RuntimeError(f"{what}: completed {done} of {n}")
-
-
 def run(quick: bool, repeats: int) -> tuple[Section, dict[str, str]]:
     sec = Section("real")
     probe = _Probe()
     versions = {"RabbitMQ": probe.rabbit_version or "unreachable", "Redis": probe.redis_version or "unreachable"}
     sizes = _sizes(quick)
-    sec.notes.append("Adapter = MQ Lab's real_adapters (BrokerPort over pika BlockingConnection, RedisPort, "
+    sec.notes.append("Adapter = MQ Lab's real_adapters (BrokerPort over pika BlockingConnection; its "
+                     "publish_many, for windowed confirms, over a SelectConnection of its own; RedisPort, "
                      "SqlDatabase on SQLite with WAL + synchronous=FULL); raw = the same calls written "
                      "directly on pika / redis-py / sqlite3 (benchmarks/references_real.py). Messages are "
                      "persistent, on a durable queue, mandatory off. Sizes: "
-                     + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + ".")
+                     + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + ". "
+                     + ("" if repeats == 1 else
+                        f"Sync confirms, consume + DECR + ledger + ack (both wait on fsync) and the Redis rows "
+                        f"(each run lasts about a second) take at least {STEADY_REPEATS} interleaved repeats: "
+                        "their runs swing most on a shared disk and CPU."))
     if probe.rabbit_problem:
         sec.notes.append(probe.rabbit_problem + ": broker rows skipped.")
     if probe.redis_problem:
@@ -169,11 +100,15 @@ def run(quick: bool, repeats: int) -> tuple[Section, dict[str, str]]:
     tmp = tempfile.TemporaryDirectory(prefix="mqlab-bench-")
     try:
         _broker_rows(sec, probe, sizes, repeats, Path(tmp.name))
-        _redis_rows(sec, probe, sizes, repeats)
+        real_redis.redis_rows(sec, probe.redis_problem, probe.redis_url, sizes, repeats)
     finally:
         tmp.cleanup()
     sec.group = "workers"
-    _worker_rows(sec, probe, quick, repeats)
+    real_workers.worker_rows(sec, probe.rabbit_problem or probe.redis_problem, quick, repeats)
+    from benchmarks import real_targets
+
+    for row in sec.rows:  # a row that could not run at all: its target says why
+        real_targets.missing(sec, row.id, row.na or "the row did not run")
     return sec, versions
 
 
@@ -261,16 +196,31 @@ def _broker_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: in
     def sync_row() -> None:
         n = sizes["sync"]
         warm(True)
-        _pair_row(sec, "real.publish.sync_confirms", "publish, sync confirms (one at a time)", n, repeats,
+        # each publish waits for the broker's fsync of a persistent message: see steady()
+        _pair_row(sec, "real.publish.sync_confirms", "publish, sync confirms (one at a time)", n, steady(repeats),
                   adapter_publish(n, True),
                   lambda tag: rb.publish(exchange, ROUTING_KEY, _raw_factory(tag), n, confirms=True))
         settle_queue(0)
 
+    def adapter_windowed(n: int, w: int) -> Runner:
+        def go(tag: str) -> int:
+            # building the messages is on the clock, as the raw side builds each as it publishes
+            done = port.publish_many(EXCHANGE, ROUTING_KEY, [_message(tag, i) for i in range(n)],
+                                     window=w, mandatory=False, timeout_s=300.0)
+            if done.error is not None or not done.value.ok:
+                raise RuntimeError(f"adapter publish_many: {done.error or done.value.error}")
+            return done.value.acked
+        return go
+
     def window_row(w: int) -> None:
         n = sizes["async"]
-        _pair_row(sec, f"real.publish.async_w{w}", f"publish, async confirms, window {w}", n, repeats, None,
-                  lambda tag: raw.publish_windowed(url, exchange, ROUTING_KEY, _raw_factory(tag), n, w),
-                  adapter_na="n/a: adapter lacks windowed confirms")
+        # open the adapter's confirm connection off the clock: the raw side's timing starts
+        # once its channel is ready, too
+        adapter_windowed(1, w)("warm")
+        settle_queue(1)
+        _pair_row(sec, f"real.publish.async_w{w}", f"publish, async confirms, window {w}", n, repeats,
+                  adapter_windowed(n, w),
+                  lambda tag: raw.publish_windowed(url, exchange, ROUTING_KEY, _raw_factory(tag), n, w))
         settle_queue(0)
 
     def plain_row() -> None:
@@ -292,7 +242,7 @@ def _broker_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: in
         n = sizes["flow"]
         prefix = f"mqlab-bench:{ns}:"
         redis_port = RedisPort(make_redis_client(Settings(redis_url=probe.redis_url)), key_prefix=prefix)
-        client = _raw_redis(probe.redis_url)
+        client = raw_redis(probe.redis_url)
         db = SqlDatabase(f"sqlite:///{tmp / 'adapter.sqlite'}")
         ledger = raw.RawLedger(str(tmp / "raw.sqlite"))
 
@@ -308,11 +258,16 @@ def _broker_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: in
 
         try:
             redis_port.set(STOCK, 10**12)
-            row = _pair_row(sec, FLOW_ROW, FLOW_LABEL, n, repeats,
+            # open the adapter's SQLite connection and create its schema off the clock, as the
+            # raw side's constructor does (otherwise the first adapter run pays for both)
+            db.ledger_count()
+            # every operation waits for SQLite's fsync (and the broker's disk): see steady()
+            row = _pair_row(sec, FLOW_ROW, FLOW_LABEL, n, steady(repeats),
                             lambda tag: adapter_consume(n, 10, adapter_work),
                             lambda tag: raw.consume_decr_ledger_ack(rb, queue, n, 10, client, prefix + STOCK, ledger),
                             prepare=lambda tag: prefill(tag, n))
-            row.note = f"ledger rows written: {db.ledger_count() + ledger.count():,} (both sides)"
+            row.note = "; ".join(x for x in (row.note, f"ledger rows written: "
+                                             f"{db.ledger_count() + ledger.count():,} (both sides)") if x)
         finally:
             try:
                 redis_port.clear()
@@ -341,144 +296,3 @@ def _broker_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: in
                 cleanup()
             except Exception:  # noqa: BLE001 - a broker that went away cannot be cleaned up
                 pass
-
-
-def _raw_redis(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url)
-
-
-# ---------------------------------------------------------------------------- redis rows
-
-def _redis_rows(sec: Section, probe: _Probe, sizes: dict[str, int], repeats: int) -> None:
-    ids = [("real.redis.decr", "Redis DECR, one round trip each"),
-           ("real.redis.decr_pipelined", "Redis DECR, pipelined 100 per round trip"),
-           ("real.redis.check_and_decr", "Redis check-and-decrement script (EVALSHA)")]
-    if probe.redis_problem:
-        for id, label in ids:
-            sec.row(id, label).na = probe.redis_problem
-        return
-    from real_adapters.bootstrap import make_redis_client
-    from real_adapters.redis_store import RedisPort
-    from real_adapters.settings import Settings
-
-    prefix = f"mqlab-bench:{uuid.uuid4().hex[:10]}:"
-    port = RedisPort(make_redis_client(Settings(redis_url=probe.redis_url)), key_prefix=prefix)
-    client = _raw_redis(probe.redis_url)
-    key = prefix + STOCK
-
-    def recover() -> None:
-        deadline = time.monotonic() + 90
-        while not port.ping() and time.monotonic() < deadline:
-            time.sleep(1.0)
-        port.set(STOCK, 10**12)
-
-    def adapter_loop(call: Callable[[str], Any], n: int) -> Callable[[str], int]:
-        def go(_tag: str) -> int:
-            for _ in range(n):
-                done = call(STOCK)
-                if done.error is not None:
-                    raise RuntimeError(f"adapter redis: {done}")
-            return n
-        return go
-
-    n, m = sizes["redis"], sizes["pipelined"]
-    bodies = [
-        lambda: _pair_row(sec, ids[0][0], ids[0][1], n, repeats, adapter_loop(port.decr, n),
-                          lambda _t: raw.redis_decr(client, key, n)),
-        lambda: _pair_row(sec, ids[1][0], ids[1][1], m, repeats, None,
-                          lambda _t: raw.redis_decr_pipelined(client, key, m, 100),
-                          adapter_na="n/a: RedisPort has no pipelining (one round trip per call)"),
-        lambda: _pair_row(sec, ids[2][0], ids[2][1], n, repeats, adapter_loop(port.check_and_decr, n),
-                          lambda _t: raw.redis_check_and_decr(client, key, n)),
-    ]
-    try:
-        port.set(STOCK, 10**12)
-        for (id, label), body in zip(ids, bodies):
-            _guard(sec, id, label, body, recover)
-    finally:
-        for cleanup in (port.clear, port.close, client.close):
-            try:
-                cleanup()
-            except Exception:  # noqa: BLE001 - a server that went away cannot be cleaned up
-                pass
-
-
-# ---------------------------------------------------------------------------- workers and fidelity
-
-WORKER_COUNTS = (1, 2, 4)
-
-
-def _worker_command_exists() -> bool:
-    from simulator.cli import build_parser
-
-    parser = build_parser()
-    actions = parser._subparsers._group_actions if parser._subparsers else []  # noqa: SLF001
-    return any("worker" in (getattr(a, "choices", None) or {}) for a in actions)
-
-
-def _calibrate(workers: tuple[int, ...], per_worker: int, timeout_s: float) -> dict[str, Any]:
-    """``mqlab real calibrate`` in its own process, on a fresh SQLite file; its JSON report."""
-    with tempfile.TemporaryDirectory(prefix="mqlab-bench-cal-") as tmp:
-        cmd = [sys.executable, "-m", "simulator.cli", "real", "calibrate",
-               "--workers", ",".join(map(str, workers)), "--per-worker", str(per_worker),
-               "--gateway-latency-ms", str(GATEWAY_MS), "--database-url", f"sqlite:///{tmp}/calibrate.sqlite",
-               "--json"]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
-                              env={**os.environ, "MPLBACKEND": "Agg"})
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"mqlab real calibrate exited {proc.returncode}: " + " | ".join(tail))
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _worker_rows(sec: Section, probe: _Probe, quick: bool, repeats: int) -> None:
-    rows = {k: sec.row(f"real.workers.{k}", f"worker scale-out, {k} process(es), {GATEWAY_MS} ms gateway")
-            for k in WORKER_COUNTS}
-    fidelity = sec.row("real.fidelity", "fidelity: calibrated simulation vs measured")
-    everything = [*rows.values(), fidelity]
-    problem = probe.rabbit_problem or probe.redis_problem
-    if problem:
-        for r in everything:
-            r.na = problem
-        return
-    if not _worker_command_exists():
-        for r in rows.values():
-            r.na = "n/a: `mqlab worker` does not exist yet"
-        fidelity.na = "n/a: no calibration yet"
-        return
-    workers = (1,) if quick else WORKER_COUNTS
-    per_worker = 20 if quick else 120
-    reports: list[dict[str, Any]] = []
-    try:
-        for _ in range(1 if quick else repeats):
-            reports.append(_calibrate(workers, per_worker, 600 + 60 * per_worker))
-    except Exception as exc:  # noqa: BLE001 - a broken calibration is a reported n/a, not a crash
-        for r in everything:
-            r.na = f"n/a: calibration failed: {exc}"[:300]
-        return
-    sec.notes.append(
-        f"Workers and fidelity: `mqlab real calibrate --workers {','.join(map(str, workers))} "
-        f"--per-worker {per_worker} --gateway-latency-ms {GATEWAY_MS}` (one profiling run, then one "
-        "measured run per worker count on a backlog, each worker its own `mqlab worker` process; the "
-        "calibrated model predicts each count from the profile alone).")
-    by_k: dict[int, list[dict[str, Any]]] = {k: [] for k in workers}
-    for rep in reports:
-        for entry in rep["rows"]:
-            by_k[int(entry["workers"])].append(entry)
-    one = Stat.of(e["measured"] for e in by_k[1]).median
-    errors: list[float] = []
-    for k, r in rows.items():
-        found = by_k.get(k)
-        if not found:
-            r.na = f"--quick measures 1 worker ({per_worker} submissions) only"
-            continue
-        measured = Stat.of(e["measured"] for e in found)
-        r.values = {"measured msg/s": measured, "vs 1 worker": measured.median / one,
-                    "model msg/s": Stat.of(e["predicted"] for e in found),
-                    "model error %": Stat.of(e["error_pct"] for e in found)}
-        errors += [abs(e["error_pct"]) for e in found]
-    fidelity.values = {"mean abs error %": sum(errors) / len(errors), "worst abs error %": max(errors)}
-    fidelity.note = "calibrated fields: " + ", ".join(
-        f"{k} {v:.3g}" for k, v in sorted(reports[-1]["calibrated"].items()))

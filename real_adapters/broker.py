@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pika
 import pika.exceptions as px
@@ -31,6 +31,7 @@ from simulator.messages import Delivery, Message
 from simulator.ports import Done
 
 from .codec import death_reason, encode_body, message_from_amqp, properties
+from .confirms import PublishReport, WindowedPublisher
 from .settings import check_amqp_url
 
 COMPONENT = "broker"
@@ -79,6 +80,7 @@ class BrokerPort:
                  connect_timeout_s: float = 2.0, heartbeat_s: int | None = None,
                  blocked_timeout_s: float = 10.0):
         check_amqp_url(url)
+        self._url = url
         self.topology = Topology(namespace)
         self._params = pika.URLParameters(url)
         query = url.partition("?")[2]
@@ -94,9 +96,12 @@ class BrokerPort:
             self._params.heartbeat = heartbeat_s
         self._params.client_properties = {"connection_name": process_name}
         self.process_name = process_name
+        self._heartbeat_s = heartbeat_s
+        self._windowed: WindowedPublisher | None = None  # publish_many's own connection, on first use
         self._connection: pika.BlockingConnection | None = None
         self._channels: dict[str, BlockingChannel] = {}  # "confirm", "plain", "admin"
         self._consumers: dict[str, tuple[BlockingChannel, bool]] = {}  # consumer tag -> (channel, auto_ack)
+        self._logical: dict[str, str] = {}  # physical exchange name -> logical, for deliveries
         self.connects = 0  # how many connections this client has opened (reconnects = connects - 1)
         # message ids returned (basic.return) to plain, unconfirmed publishes: the only trace of
         # an unroutable mandatory publish when confirms are off
@@ -125,6 +130,9 @@ class BrokerPort:
         self.connect()
 
     def close(self) -> None:
+        windowed, self._windowed = self._windowed, None
+        if windowed is not None:
+            windowed.close()
         conn, self._connection = self._connection, None
         self._forget_connection()
         if conn is not None and conn.is_open:
@@ -223,13 +231,13 @@ class BrokerPort:
     # ------------------------------------------------------------------ port methods
     def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool = False,
                 confirm: bool = True) -> Done:
-        body, _ = encode_body(message.body)
+        body, content_type = encode_body(message.body)
         # the default exchange routes by queue name, so the routing key is a (prefixed) queue name
         key = self.topology.physical(routing_key) if exchange == "" else routing_key
         try:
             ch = self._channel("confirm" if confirm else "plain")
-            ch.basic_publish(self.topology.physical(exchange), key, body, properties(message),
-                             mandatory=mandatory)
+            ch.basic_publish(self.topology.physical(exchange), key, body,
+                             properties(message, content_type), mandatory=mandatory)
         except px.UnroutableError:
             return Done("returned")  # basic.return came before the basic.ack
         except px.NackError:
@@ -239,6 +247,33 @@ class BrokerPort:
         except (*_CONNECTION_ERRORS, *_CHANNEL_ERRORS) as exc:
             return Done(error=self._down(exc))
         return Done("ack" if confirm else "sent")  # "sent": written to the socket, nothing promised
+
+    def publish_many(self, exchange: str, routing_key: str | None, messages: Sequence[Message], *,
+                     window: int = 100, mandatory: bool = False, timeout_s: float = 30.0) -> Done:
+        """Publish ``messages`` in order with asynchronous confirms, never more than ``window``
+        unconfirmed at once, and wait (at most ``timeout_s`` in all) for every confirm.
+        ``routing_key=None`` routes each message by its own ``routing_key``.
+
+        ``Done(PublishReport)``: how many were acked, and the indices of those nacked, returned
+        (``mandatory`` and unroutable), unconfirmed and unsent; ``report.error`` says why a call
+        ended early.  ``Done(error=ServiceDown)`` only when nothing could be sent at all.
+        Runs on a connection of its own (see ``real_adapters.confirms``): a blocking channel
+        in confirm mode waits for each confirm, so it can never have a window.
+        """
+        if self._windowed is None:
+            params = pika.URLParameters(self._url)
+            for name in ("connection_attempts", "socket_timeout", "blocked_connection_timeout",
+                         "heartbeat"):
+                setattr(params, name, getattr(self._params, name))
+            params.client_properties = {"connection_name": f"{self.process_name}.confirms"}
+            self._windowed = WindowedPublisher(params, heartbeat_s=self._heartbeat_s,
+                                               topology_physical=self.topology.physical)
+        try:
+            report: PublishReport = self._windowed.publish_many(
+                exchange, routing_key, messages, window=window, mandatory=mandatory, timeout_s=timeout_s)
+        except ServiceDown as exc:
+            return Done(error=exc)
+        return Done(report)
 
     def ack(self, delivery: Delivery) -> Done:
         return self._settle(delivery, "basic_ack")
@@ -327,11 +362,12 @@ class BrokerPort:
         return self._delivery(method, props, body, queue)
 
     def _delivery(self, method: Any, props: pika.BasicProperties, body: bytes, queue: str) -> Delivery:
-        msg = message_from_amqp(props, body, routing_key=method.routing_key,
-                                exchange=self.topology.logical(method.exchange))
-        return Delivery(message=msg, delivery_tag=method.delivery_tag,
-                        redelivered=bool(method.redelivered), queue=queue,
-                        consumer_tag=method.consumer_tag, death_reason=death_reason(msg.headers))
+        exchange = self._logical.get(method.exchange)
+        if exchange is None:  # a handful of exchanges per run: map each name once
+            exchange = self._logical[method.exchange] = self.topology.logical(method.exchange)
+        msg = message_from_amqp(props, body, routing_key=method.routing_key, exchange=exchange)
+        return Delivery(msg, method.delivery_tag, bool(method.redelivered), queue, method.consumer_tag,
+                        death_reason(msg.headers) if msg.headers else None)
 
 
 def _describe(exc: BaseException) -> str:

@@ -36,9 +36,13 @@ def decode_body(raw: bytes, content_type: str | None) -> Any:
         return raw
 
 
-def properties(msg: Message) -> pika.BasicProperties:
-    """AMQP basic properties from a Message (``delivery_mode`` 2 = persistent)."""
-    _, content_type = encode_body(msg.body)
+def properties(msg: Message, content_type: str | None = None) -> pika.BasicProperties:
+    """AMQP basic properties from a Message (``delivery_mode`` 2 = persistent).
+
+    ``content_type`` is what ``encode_body`` answered for this body: passing it saves encoding
+    the body a second time just to learn it."""
+    if content_type is None:
+        _, content_type = encode_body(msg.body)
     expiration = None
     if msg.expiration is not None:
         # AMQP carries the per-message TTL as a string of whole milliseconds
@@ -55,20 +59,26 @@ def properties(msg: Message) -> pika.BasicProperties:
     )
 
 
+_PERSISTENT = pika.DeliveryMode.Persistent.value  # read once: an enum lookup per delivery adds up
+
+
 def message_from_amqp(props: pika.BasicProperties, body: bytes, *, routing_key: str,
                       exchange: str) -> Message:
-    headers = dict(props.headers or {})
+    # runs once per delivery on the consume path: positional arguments, no copies of empty
+    # headers (a profile of the consume rows showed this function as the adapter's largest cost)
+    headers = props.headers
+    expiration = props.expiration
     return Message(
-        message_id=props.message_id or "",
-        correlation_id=props.correlation_id or "",
-        routing_key=routing_key,
-        body=decode_body(body, props.content_type),
-        headers=headers,
-        persistent=props.delivery_mode == pika.DeliveryMode.Persistent.value,
-        priority=props.priority or 0,
-        expiration=int(props.expiration) / 1000.0 if props.expiration else None,
-        timestamp=float(props.timestamp or 0),
-        exchange=exchange,
+        props.message_id or "",
+        props.correlation_id or "",
+        routing_key,
+        decode_body(body, props.content_type),
+        dict(headers) if headers else {},
+        props.delivery_mode == _PERSISTENT,
+        props.priority or 0,
+        int(expiration) / 1000.0 if expiration else None,
+        float(props.timestamp or 0),
+        exchange,
     )
 
 

@@ -28,6 +28,9 @@ Port methods (names follow AMQP's and Redis's words):
              write_stock(n), commit(), rollback()
 ``gateway``  send(user, voucher_id) -> bool
 ``clock``    now() -> float (seconds), sleep(seconds)
+``batches``  real adapters only, for throughput (the flow never calls them):
+             broker.publish_many(exchange, routing_key, messages, window, mandatory, timeout_s)
+             -> PublishReport (windowed confirms); redis.decr_many(keys) -> [int] (one pipeline)
 ``faults``   point(name, process): a named crash point; the world may kill ``process`` there
              (``None`` when no fault is planned at any point)
 ``history``  record(...) (see ``simulator.history``)

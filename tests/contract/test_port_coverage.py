@@ -37,3 +37,16 @@ def test_port_method_exists(port: str, method: str):
 @pytest.mark.parametrize("method", TX_CALLED)
 def test_transaction_method_exists(method: str):
     assert callable(getattr(Transaction, method, None)), f"Transaction lacks {method}"
+
+
+# Batch methods of the real adapters only (benchmarks and throughput-minded callers use them;
+# the flow does not): each must exist and be in the ports' documentation.
+BATCH_METHODS = [("broker", "publish_many"), ("redis", "decr_many")]
+
+
+@pytest.mark.parametrize("port, method", BATCH_METHODS, ids=[f"{p}.{m}" for p, m in BATCH_METHODS])
+def test_batch_method_exists_and_is_documented(port: str, method: str):
+    import simulator.ports
+
+    assert callable(getattr(ADAPTERS[port], method, None)), f"{ADAPTERS[port].__name__} lacks {method}"
+    assert f"{port}.{method}(" in (simulator.ports.__doc__ or "")

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from real_adapters.bootstrap import make_redis_client
 from real_adapters.redis_store import RedisPort
@@ -93,6 +94,43 @@ def test_check_and_decr_is_atomic_under_concurrent_callers(redis_port: RedisPort
     assert value(redis_port.get("stock")) == 0
 
 
+def test_pipelined_decr_gives_what_sequential_decr_gives(redis_port: RedisPort):
+    keys = ["a", "b", "a", "missing", "a", "b"]
+    value(redis_port.set("a", 10))
+    value(redis_port.set("b", 3))
+    piped = value(redis_port.decr_many(keys))
+    after_pipe = [value(redis_port.get(k)) for k in ("a", "b", "missing")]
+    # the same from the same start, one round trip per key
+    value(redis_port.set("a", 10))
+    value(redis_port.set("b", 3))
+    redis_port.delete("missing")
+    sequential = [value(redis_port.decr(k)) for k in keys]
+    assert piped == sequential == [9, 2, 8, -1, 7, 1]
+    assert after_pipe == [value(redis_port.get(k)) for k in ("a", "b", "missing")] == [7, 1, -1]
+    assert all(isinstance(v, int) for v in piped)
+
+
+def test_pipelined_decr_of_many_counts_down_once_each(redis_port: RedisPort):
+    value(redis_port.set("stock", 1000))
+    results: list[int] = []
+    for _ in range(5):
+        results += value(redis_port.decr_many(["stock"] * 100))
+    assert results == list(range(999, 499, -1))
+    assert value(redis_port.get("stock")) == 500
+    assert value(redis_port.decr_many([])) == []
+    # the prefix applies to every key of the batch
+    assert redis_port.client.get(redis_port.prefix + "stock") in (b"500", "500")
+
+
+def test_pipelined_decr_is_not_a_transaction(redis_port: RedisPort):
+    # one bad key fails loudly (as a lone DECR does) but the rest of the batch still ran
+    value(redis_port.set("a", 5))
+    value(redis_port.set("text", "lots"))
+    with pytest.raises(redis.exceptions.ResponseError):
+        redis_port.decr_many(["a", "text", "a"])
+    assert value(redis_port.get("a")) == 3
+
+
 def test_set_nx_only_creates(redis_port: RedisPort):
     assert value(redis_port.set_nx("seen:m1", 1)) is True
     assert value(redis_port.set_nx("seen:m1", 2)) is False
@@ -132,7 +170,8 @@ def test_a_fake_server_that_is_down_gives_service_down():
     assert value(port.set("stock", 1)) is True
     server.connected = False
     for done in (port.get("stock"), port.decr("stock"), port.check_and_decr("stock"),
-                 port.set_nx("k", 1), port.ttl("stock"), port.expire("stock", 1)):
+                 port.set_nx("k", 1), port.ttl("stock"), port.expire("stock", 1),
+                 port.decr_many(["stock", "stock"])):
         assert isinstance(done.error, ServiceDown) and done.error.component == "redis"
     server.connected = True
     assert value(port.get("stock")) == 1
@@ -142,7 +181,7 @@ def test_an_unreachable_server_gives_service_down_at_once():
     client = make_redis_client(Settings(redis_url="redis://127.0.0.1:1/0", connect_timeout_s=0.5))
     port = RedisPort(client)
     started = time.monotonic()
-    for done in (port.check_and_decr("stock"), port.get("x"), port.incr("x")):
+    for done in (port.check_and_decr("stock"), port.get("x"), port.incr("x"), port.decr_many(["x"] * 3)):
         assert isinstance(done.error, ServiceDown) and done.value is None
     assert port.ping() is False
     assert time.monotonic() - started < 2.0  # no hidden retries with backoff

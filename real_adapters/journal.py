@@ -163,7 +163,7 @@ class _Timed:
 _BROKER_OPS = frozenset({"publish", "ack", "nack", "reject"})
 _REDIS_OPS = frozenset({"get", "set", "set_nx", "decr", "incr", "check_and_decr", "reserve",
                         "release", "expire", "ttl"})
-_DB_OPS = frozenset({"begin", "login", "mark_published"})
+_DB_OPS = frozenset({"begin", "login", "mark_published", "has_voucher"})
 _TX_OPS = frozenset({"insert_processed", "insert_ledger", "insert_submission", "insert_outbox",
                      "decrement_stock", "read_stock", "write_stock", "commit", "rollback"})
 

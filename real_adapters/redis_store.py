@@ -52,13 +52,17 @@ return {left, 1}
 
 # Give a message's unit back, only if the caller still owns its hold: a hold taken over by a
 # concurrent copy of the message stays with that copy, and a repeated release does nothing.
+# INCR before DEL (a script's earlier writes stay if a later command errors), and no INCR once
+# the counter is gone (the sale's TTL ended it: INCR would reopen it at 1).
 RELEASE = """
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('DEL', KEYS[2])
-  redis.call('INCR', KEYS[1])
-  return 1
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
 end
-return 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCR', KEYS[1])
+end
+redis.call('DEL', KEYS[2])
+return 1
 """
 
 

@@ -199,6 +199,14 @@ class SqlDatabase:
             return Done(error=exc)
         return Done(changed == 1)
 
+    def has_voucher(self, msg_id: str) -> Done:
+        """Whether the ledger holds a committed voucher for this message."""
+        try:
+            rows = self._admin("SELECT 1 FROM {p}ledger WHERE msg_id = ?", (msg_id,), fetch=True)
+        except ServiceDown as exc:
+            return Done(error=exc)
+        return Done(bool(rows))
+
     def login(self, user: str) -> Done:
         """An unrelated query (a member logging in): it needs only a connection and a round trip."""
         try:

@@ -213,12 +213,20 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
         rec("ok", "stock", process, {"left": redis_left} if fresh else
             {"left": redis_left, "reused": True}, msg_id=mid, corr_id=corr)
         yield from checkpoint(ports, "consumer:after-stock", process)
+    began = False
     try:
         # begin() is inside the try: a DB that drops before BEGIN must give the stock back too
         tx = yield ports.db.begin()
+        began = True
         if policy.dedupe == "db" and not (yield tx.insert_processed(mid)):
             yield tx.rollback()
-            if fresh:
+            # another delivery answered this message (the unique key waited for its commit).
+            # A plain decrement made here is extra: give it back.  The Lua hold goes back only
+            # if no ledger row holds it (and only by its current owner; see compensate).
+            if policy.stock_strategy == "redis-lua":
+                if redis_left is not None and not (yield ports.db.has_voucher(mid)):
+                    yield from compensate(ports, policy, msg, process)
+            elif fresh:
                 yield from compensate(ports, policy, msg, process)
             return "duplicate"
         if policy.stock_strategy in DB_STRATEGIES:
@@ -230,8 +238,10 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
         yield tx.insert_ledger(mid, user)
         yield tx.commit()
     except ServiceDown:
-        # a reused hold stays: its ledger row may exist already, or the next delivery uses it
-        if fresh:
+        # Give the unit back only if no transaction began.  After BEGIN a failed COMMIT may
+        # still have been applied, so the Lua hold stays for the redelivery to take over; a
+        # taken-over hold always stays (its ledger row may exist).  Plain DECR has no hold.
+        if fresh and (not began or policy.stock_strategy != "redis-lua"):
             yield from compensate(ports, policy, msg, process)
         raise
     rec("ok", "grant", process, {"user": user}, msg_id=mid, corr_id=corr)

@@ -21,7 +21,7 @@ Port methods (names follow AMQP's and Redis's words):
              message and record it under ``hold_key``, or take over the hold it already has)
              release(key, msg_id, owner) -> bool  (atomic script: if ``owner`` still owns the
              hold, drop it and give the unit back)
-``db``       begin() -> Transaction;  Transaction: insert_processed(msg_id) -> bool (False on a
+``db``       begin() -> Transaction; has_voucher(msg_id) -> bool (a committed ledger row);  Transaction: insert_processed(msg_id) -> bool (False on a
              duplicate key), insert_ledger(msg_id, user) -> bool, insert_submission(msg_id, user),
              insert_outbox(msg_id, payload), decrement_stock() -> int|None (``UPDATE ... SET
              stock = stock - 1 WHERE stock > 0``: the new value, None when sold out), read_stock(),

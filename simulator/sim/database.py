@@ -99,6 +99,10 @@ class Database:
         """A login query outside the flash sale: waits for a connection like everyone else."""
         return self._autocommit(lambda tx: tx.login(user))
 
+    def has_voucher(self, msg_id: str) -> simpy.Event:
+        """``SELECT 1 FROM ledger WHERE msg_id = ?`` (committed rows): -> bool."""
+        return self._autocommit(lambda tx: tx._simple(lambda: msg_id in self._ledger))
+
     def mark_published(self, msg_id: str) -> simpy.Event:
         """The relay's ``UPDATE outbox SET published = true``: -> True if the row was pending."""
         return self._autocommit(lambda tx: tx._mark_published(msg_id))

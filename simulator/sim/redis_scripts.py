@@ -75,6 +75,7 @@ class Scripts:
     def _release(self, key: str, hold: str, owner: str) -> bool:
         if self._live(hold) != owner:
             return False
+        if self._live(key) is not _MISSING:  # an ended sale (TTL) is not reopened
+            self._add(key, 1)
         self._delete(hold)
-        self._add(key, 1)
         return True

@@ -19,7 +19,7 @@ from simulator.flow import (DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, EXCHANGE, Q
                             STOCK_KEY, Policy, accept, publish, relay_once)
 from simulator.history import History
 from simulator.messages import Message, submission_body
-from simulator.ports import Ports
+from simulator.ports import Ports, hold_key
 from simulator.rng import Streams
 from simulator.sim.adapters import BrokerPort, DbSession, SimClock
 from simulator.sim.broker import Broker
@@ -325,6 +325,11 @@ class World:
         else:
             stock = cfg.offered_stock
         self.redis.data_set(STOCK_KEY, max(stock, 0))
+        if cfg.reseed == "ledger" and cfg.stock_strategy == "redis-lua":
+            # the holds went with the key: give each granted message its hold back, or its
+            # redelivery would reserve a second unit the ledger already counted
+            for msg_id in self.db.ledger():
+                self.redis.data_set(hold_key(STOCK_KEY, msg_id), "reseed")
         self.history.record("info", "reseed", "world", {"stock": max(stock, 0), "from": cfg.reseed})
 
     def _quiet(self) -> bool:

@@ -54,6 +54,18 @@ HOTSPOT_FIXES = [
               "separators=(',', ':'))`: identical; NaN, non-ASCII, nested values identical; "
               "unserialisable and circular values raise the same errors; the flash-sale sha above "
               "unchanged; `pytest tests/unit` passes."},
+    {"where": "simulator/checker_store.py, simulator/compact.py, simulator/sim/database.py",
+     "what": "the checker moves a message it has settled (one dequeue, at most one grant, at most "
+             "four chain steps, an id of the form prefix + counter) into flat typed arrays indexed "
+             "by the id's counter, and rebuilds the exact record if a later op touches it; the "
+             "per-key order state is kept the same way and the DB model's processed ids are a "
+             "bitmap. tracemalloc had named the checker's Step namedtuples and message maps as "
+             "658 of the 1,132 B held per submission.",
+     "check": "25 outputs (flash-sale seeds 7 and 8 as JSON and text, fault variants with chains, "
+              "every scenario's JSON) byte-identical before and after, also with every settled "
+              "message stored at once; 1,000 random histories checked by the old and the new "
+              "checker, with mid-stream results: 0 differences; history_sha256 at 10k, 100k and 1M "
+              "unchanged; retained memory 1,132 -> 202 B per submission (20k run)."},
 ]
 
 

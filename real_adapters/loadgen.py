@@ -10,7 +10,7 @@ publish with confirms, or the outbox write.  The client's view is recorded as ``
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from simulator.flow import ROUTING_KEY, accept
 from simulator.messages import Message, submission_body
@@ -37,20 +37,21 @@ def _wait_for_start(ctx: "Context") -> bool:
     return True
 
 
-def submissions(cfg) -> list[tuple[float, Message]]:
-    """``(arrival time, message)`` for every submission, exactly as ``World._arrivals`` makes them."""
+def submissions(cfg) -> Iterator[tuple[float, Message]]:
+    """``(arrival time, message)`` for every submission, exactly as ``World._arrivals`` makes them.
+
+    Made one at a time as the load runs, so the load generator's memory does not grow with the
+    size of the burst (only the arrival times are drawn up front)."""
     times = arrival_times(stream(cfg.seed, "arrivals"), cfg.submissions, profile=cfg.arrival_profile,
                           rate=cfg.arrival_rate, decay_s=cfg.spike_decay_s, steps=cfg.piecewise)
     payloads = stream(cfg.seed, "payloads")
-    out = []
     for i, t in enumerate(times):
         mid = f"m{i + 1}"
         body = submission_body(mid, f"user-{i + 1}")
         if cfg.invalid_fraction and payloads.random() < cfg.invalid_fraction:
             body = {**body, "schema_version": 2}  # a producer that drifted to a new schema
-        out.append((t, Message(message_id=mid, correlation_id=f"c{i + 1}", routing_key=ROUTING_KEY,
-                               body=body, persistent=cfg.persistent)))
-    return out
+        yield t, Message(message_id=mid, correlation_id=f"c{i + 1}", routing_key=ROUTING_KEY,
+                         body=body, persistent=cfg.persistent)
 
 
 def run_loadgen(ctx: "Context") -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import time
 from dataclasses import dataclass, field
@@ -66,6 +65,19 @@ class WorkerOptions:
             raise InputError("--max-seconds", self.max_seconds, "0 < seconds <= 86400")
         if not 0 <= self.idle_exit_s <= 3600:
             raise InputError("--idle-exit-s", self.idle_exit_s, "0 <= seconds <= 3600")
+
+
+def peak_rss_mib() -> float | None:
+    """This process's own peak RSS (VmHWM).  Not getrusage's ru_maxrss: Linux carries that over
+    from the parent across fork and exec, so a worker would report its launcher's size."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    return None
 
 
 def load_config(path: str | None) -> FlashSaleConfig:
@@ -122,9 +134,8 @@ class Context:
     def close(self) -> None:
         self.timings.write(self.opts.run_dir / f"{self.stem}.timings.json")
         # the process's memory high-water mark, so a run can show client memory stayed bounded
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         (self.opts.run_dir / f"{self.stem}.proc.json").write_text(
-            json.dumps({"peak_rss_mib": round(peak_mib, 1)}), encoding="utf-8")
+            json.dumps({"peak_rss_mib": peak_rss_mib()}), encoding="utf-8")
         close_ports(self.ports)
         self.sink.close()
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.real
 
 BURST = 20_000
 WORKERS = 4
-GROWTH_MIB = 25.0  # a worker may grow by this much from a 2,000 to a 20,000 burst, no more
+GROWTH_MIB = 8.0  # a worker may grow by this much from a 2,000 to a 20,000 burst, no more
 
 
 @pytest.fixture

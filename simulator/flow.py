@@ -165,10 +165,7 @@ def save(ports: Ports, msg: Message, process: str, *, with_outbox: bool = False)
 
 def take_stock(ports: Ports, policy: Policy, tx: Any = None) -> Step:
     """Take one voucher from stock with the policy's strategy; the new level, or None if none."""
-    strategy = policy.stock_strategy
-    if strategy == "redis-lua":
-        left = yield ports.redis.check_and_decr(STOCK_KEY)
-        return left if left >= 0 else None
+    strategy = policy.stock_strategy  # redis-lua reserves per message: _take_redis_stock
     if strategy == "redis-decr":
         left = yield ports.redis.decr(STOCK_KEY)
         return left if left >= 0 else None  # DECR below zero is a refusal, not a grant
@@ -224,7 +221,7 @@ def grant_voucher(ports: Ports, policy: Policy, msg: Message, process: str) -> S
             # A plain decrement made here is extra: give it back.  The Lua hold goes back only
             # if no ledger row holds it (and only by its current owner; see compensate).
             if policy.stock_strategy == "redis-lua":
-                if redis_left is not None and not (yield ports.db.has_voucher(mid)):
+                if not (yield ports.db.has_voucher(mid)):
                     yield from compensate(ports, policy, msg, process)
             elif fresh:
                 yield from compensate(ports, policy, msg, process)
